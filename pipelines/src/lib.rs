@@ -1,0 +1,10 @@
+//! Station pipelines: what a job does with a device, independent of how the device was found.
+//!
+//! This crate holds the manifest model and its validation; later it holds signatures, the
+//! import, export and erase pipelines, the guide's CSV logs and the target stores. It knows
+//! nothing of udev, sockets or SQLite (`station` wires those in) and reads devices only
+//! through `drivers`.
+
+#![forbid(unsafe_code)]
+
+pub mod manifest;
