@@ -573,6 +573,13 @@ fn parse_scalar(text: &str, line: usize, key: &str, secret: bool) -> Result<Scal
         });
     }
     let first = text.chars().next().unwrap_or(' ');
+    if first == '[' && text.ends_with(']') && text.contains(' ') && !secret {
+        return Err(malformed_at(
+            key,
+            line,
+            format!("`{text}` looks like a placeholder from the guide's template. Replace it with your value."),
+        ));
+    }
     let meaning = match first {
         '&' => Some("an anchor"),
         '*' => Some("an alias"),
