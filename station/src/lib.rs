@@ -1,1 +1,10 @@
-//! x
+//! Station: the `stationd` daemon and the `stationctl` operator console.
+//!
+//! This crate wires the pieces together: configuration, job store, control-plane API, the
+//! operator console and the orchestrator that takes a device from a bay through its job's
+//! pipeline. The formats and pipelines themselves live in `pipelines` and `drivers`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod logging;

@@ -1,1 +1,5 @@
-fn main(){}
+//! End-to-end tests: the real `stationctl` and `stationd` binaries.
+
+mod helper;
+mod manifest_check;
+mod stationd_config;

@@ -62,10 +62,7 @@ impl HttpDate {
         let offset_minutes = zone_offset(zone)?;
         let month_index = u32::try_from(month).map_err(|_| "month out of range".to_owned())? + 1;
         if day > days_in_month(year, month_index) {
-            return Err(format!(
-                "{} has no day {day} in {year}",
-                MONTHS[month]
-            ));
+            return Err(format!("{} has no day {day} in {year}", MONTHS[month]));
         }
         let days = days_from_civil(year, month_index, day);
         let seconds = days * 86_400
@@ -211,13 +208,22 @@ mod tests {
         // The option reference's own example, with a space before the comma and zone UT.
         let d = ok("Mon , 12 Apr 2010 23:20:00 UT");
         assert_eq!(d.to_string(), "Mon, 12 Apr 2010 23:20:00 GMT");
-        assert_eq!(ok("Wed, 23 Feb 2011 01:55:59 GMT").to_string(), "Wed, 23 Feb 2011 01:55:59 GMT");
+        assert_eq!(
+            ok("Wed, 23 Feb 2011 01:55:59 GMT").to_string(),
+            "Wed, 23 Feb 2011 01:55:59 GMT"
+        );
     }
 
     #[test]
     fn zones_and_no_day_name() {
-        assert_eq!(ok("07 Jan 2010 11:00 EST"), ok("Thu, 07 Jan 2010 16:00:00 GMT"));
-        assert_eq!(ok("07 jan 2010 17:30:00 +0130"), ok("07 Jan 2010 16:00:00 GMT"));
+        assert_eq!(
+            ok("07 Jan 2010 11:00 EST"),
+            ok("Thu, 07 Jan 2010 16:00:00 GMT")
+        );
+        assert_eq!(
+            ok("07 jan 2010 17:30:00 +0130"),
+            ok("07 Jan 2010 16:00:00 GMT")
+        );
     }
 
     #[test]

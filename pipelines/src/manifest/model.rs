@@ -155,7 +155,7 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobManifest {
     /// Import to S3.
-    S3Import(S3Import),
+    S3Import(Box<S3Import>),
     /// Import to an EBS snapshot.
     EbsImport(EbsImport),
     /// Import to a Glacier archive.

@@ -164,7 +164,11 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, ManifestError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
-            let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+            let line = bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             return Err(malformed(
                 Some(line),
                 "the manifest is not UTF-8 text. Save it as UTF-8 and submit it again.",
@@ -217,7 +221,12 @@ fn malformed(line: Option<usize>, message: impl Into<String>) -> ManifestError {
 }
 
 fn malformed_at(key: &str, line: usize, message: impl Into<String>) -> ManifestError {
-    ManifestError::new(ManifestErrorCode::MalformedManifest, key, Some(line), message)
+    ManifestError::new(
+        ManifestErrorCode::MalformedManifest,
+        key,
+        Some(line),
+        message,
+    )
 }
 
 fn split_lines(text: &str) -> Result<Vec<Line>, ManifestError> {
@@ -445,7 +454,10 @@ impl Parser {
                 return Err(malformed_at(
                     key,
                     next.no,
-                    if scalar.quoted || is_list_item(&next.text) || split_key(&next.text, next.no)?.is_some() {
+                    if scalar.quoted
+                        || is_list_item(&next.text)
+                        || split_key(&next.text, next.no)?.is_some()
+                    {
                         format!(
                             "this line is indented under `{key}`, which already has a value on line {}. Remove the value after `{key}:` to nest options under it, or fix the indentation.",
                             scalar.line
@@ -786,7 +798,9 @@ mod tests {
 
     #[test]
     fn quoted_keys_and_values() {
-        let e = parse_ok("substitutions:\n  \"$QUOTE$\" : \"\\\"\"\n  ':' : 'it''s'\n  $COLON$ : \":\"\n");
+        let e = parse_ok(
+            "substitutions:\n  \"$QUOTE$\" : \"\\\"\"\n  ':' : 'it''s'\n  $COLON$ : \":\"\n",
+        );
         let Value::Map(subs) = &e[0].value else {
             panic!()
         };

@@ -30,11 +30,19 @@ fn guide_examples_are_accepted() {
         ("s3-import-required", JobType::Import, JobKind::S3Import),
         ("ebs-import-required", JobType::Import, JobKind::EbsImport),
         ("s3-export-required", JobType::Export, JobKind::S3Export),
-        ("s3-import-common-options", JobType::Import, JobKind::S3Import),
+        (
+            "s3-import-common-options",
+            JobType::Import,
+            JobKind::S3Import,
+        ),
         ("s3-import-customs", JobType::Import, JobKind::S3Import),
         ("s3-import-reference", JobType::Import, JobKind::S3Import),
         ("ebs-import-reference", JobType::Import, JobKind::EbsImport),
-        ("glacier-import-reference", JobType::Import, JobKind::GlacierImport),
+        (
+            "glacier-import-reference",
+            JobType::Import,
+            JobKind::GlacierImport,
+        ),
         ("s3-export-reference", JobType::Export, JobKind::S3Export),
         ("tstd1", JobType::Import, JobKind::S3Import),
         ("tstd2", JobType::Import, JobKind::S3Import),
@@ -55,11 +63,26 @@ fn guide_examples_that_contradict_the_reference_are_refused_precisely() {
     for (name, job_type, code, field) in [
         // "You must include eraseDevice: Yes in your import manifest" (and the Glacier
         // reference table marks it required), yet the minimal Glacier example omits it.
-        ("glacier-import-required", JobType::Import, C::MissingManifestField, "eraseDevice"),
+        (
+            "glacier-import-required",
+            JobType::Import,
+            C::MissingManifestField,
+            "eraseDevice",
+        ),
         // TSTDA predates manifest version 2.0 and exports to FAT32.
-        ("tstda", JobType::Export, C::InvalidManifestField, "manifestVersion"),
+        (
+            "tstda",
+            JobType::Export,
+            C::InvalidManifestField,
+            "manifestVersion",
+        ),
         // TSTDB has neither pinCode nor trueCryptPassword, which every export now requires.
-        ("tstdb", JobType::Export, C::MissingManifestField, "notificationEmail"),
+        (
+            "tstdb",
+            JobType::Export,
+            C::MissingManifestField,
+            "notificationEmail",
+        ),
     ] {
         let errors = match check(&guide(name), job_type) {
             Ok(_) => panic!("{name} accepted"),
@@ -69,8 +92,14 @@ fn guide_examples_that_contradict_the_reference_are_refused_precisely() {
         assert_eq!(errors.first().field, field, "{name}: {:#?}", errors.all());
     }
     // TSTDB's other problem is reported too.
-    let errors = check(&guide("tstdb"), JobType::Export).err().map(|e| e.all().to_vec());
-    let fields: Vec<String> = errors.unwrap_or_default().into_iter().map(|e| e.field).collect();
+    let errors = check(&guide("tstdb"), JobType::Export)
+        .err()
+        .map(|e| e.all().to_vec());
+    let fields: Vec<String> = errors
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
     assert!(fields.contains(&"pinCode".to_owned()), "{fields:?}");
 }
 
@@ -91,7 +120,10 @@ fn guide_examples_parse_to_what_they_say() {
     assert_eq!(
         s3.static_metadata,
         vec![
-            ("import-timestamp".to_owned(), "Wed, 23 Feb 2011 01:55:59 GMT".to_owned()),
+            (
+                "import-timestamp".to_owned(),
+                "Wed, 23 Feb 2011 01:55:59 GMT".to_owned()
+            ),
             ("application".to_owned(), "AppImportedData".to_owned()),
         ]
     );
@@ -138,7 +170,11 @@ fn guide_examples_parse_to_what_they_say() {
     assert_eq!(g.operation.region, Region::UsEast1);
 
     let m = accepted(&guide("s3-import-customs"), JobType::Import);
-    let customs = m.common.customs.as_ref().map(|c| (c.device_value_cents, c.device_hts.clone()));
+    let customs = m
+        .common
+        .customs
+        .as_ref()
+        .map(|c| (c.device_value_cents, c.device_hts.clone()));
     assert_eq!(customs, Some((25_000, "8471.70.4065".to_owned())));
     assert_eq!(m.common.return_address.country_code, "IN");
 }
@@ -194,7 +230,10 @@ fn substitutions_follow_the_guide_examples() {
     let JobManifest::S3Import(s3) = &m.job else {
         panic!()
     };
-    let key = format!("{}{}", s3.prefix, "backup/$COLON$$QUOTE$computer1$QUOTE$/c$COLON$/image.dat");
+    let key = format!(
+        "{}{}",
+        s3.prefix, "backup/$COLON$$QUOTE$computer1$QUOTE$/c$COLON$/image.dat"
+    );
     assert_eq!(
         s3.substitutions.apply(&key),
         "myprefix:backup/:\"computer1\"/c:/image.dat"
@@ -533,7 +572,10 @@ fn job_type_and_version_choose_the_kind() {
     // An import manifest submitted as an export job: its import options are named.
     let errors = check(s3().as_bytes(), JobType::Export).err();
     let first = errors.map(|e| e.first().clone());
-    assert_eq!(first.as_ref().map(|e| (e.code, e.field.as_str())), Some((C::InvalidManifestField, "eraseDevice")));
+    assert_eq!(
+        first.as_ref().map(|e| (e.code, e.field.as_str())),
+        Some((C::InvalidManifestField, "eraseDevice"))
+    );
     let message = first.map(|e| e.message).unwrap_or_default();
     assert!(message.contains("check the JobType"), "{message}");
 }

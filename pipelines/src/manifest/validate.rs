@@ -199,9 +199,11 @@ impl Validator<'_> {
         let kind = self.kind(&top, job_type, version)?;
         let common = self.common(&mut top, kind);
         let job = match kind {
-            JobKind::S3Import => self.s3_import(&mut top).map(JobManifest::S3Import),
+            JobKind::S3Import => self.s3_import(&mut top).map(|s| JobManifest::S3Import(Box::new(s))),
             JobKind::EbsImport => self.ebs_import(&mut top).map(JobManifest::EbsImport),
-            JobKind::GlacierImport => self.glacier_import(&mut top).map(JobManifest::GlacierImport),
+            JobKind::GlacierImport => self
+                .glacier_import(&mut top)
+                .map(JobManifest::GlacierImport),
             JobKind::S3Export => self.s3_export(&mut top).map(JobManifest::S3Export),
         };
         self.unknown_fields(&top, kind);
@@ -214,7 +216,8 @@ impl Validator<'_> {
     // ---- kind and version -------------------------------------------------------------
 
     fn manifest_version(&mut self, top: &mut Fields) -> Option<(ManifestVersion, usize)> {
-        let (text, line) = self.required_scalar(top, "manifestVersion", Code::MissingManifestField)?;
+        let (text, line) =
+            self.required_scalar(top, "manifestVersion", Code::MissingManifestField)?;
         // The guide's own example writes `manifestVersion: 2.0;`.
         let trimmed = text.strip_suffix(';').unwrap_or(&text).trim();
         match trimmed {
@@ -256,7 +259,10 @@ impl Validator<'_> {
                     );
                     return None;
                 }
-                None if top.has("operations") && !top.has("bucket") && self.has_destination(top) => {
+                None if top.has("operations")
+                    && !top.has("bucket")
+                    && self.has_destination(top) =>
+                {
                     // import_destination already reported the bad destination.
                     return None;
                 }
@@ -533,7 +539,11 @@ impl Validator<'_> {
         let state_or_province = self.optional_text(&mut f, "stateOrProvince");
         let postal_code = self.required_text(&mut f, "postalCode", missing);
         let phone_number = self.required_text(&mut f, "phoneNumber", missing);
-        let country_line = f.entries.iter().find(|e| e.key == "country").map(|e| e.line);
+        let country_line = f
+            .entries
+            .iter()
+            .find(|e| e.key == "country")
+            .map(|e| e.line);
         let country = self.required_text(&mut f, "country", missing);
         self.unknown_subfields(&f, ADDRESS_FIELDS, Code::InvalidAddress);
 
@@ -564,7 +574,11 @@ impl Validator<'_> {
                 );
             }
         }
-        for (key, street) in [("street1", &street1), ("street2", &street2), ("street3", &street3)] {
+        for (key, street) in [
+            ("street1", &street1),
+            ("street2", &street2),
+            ("street3", &street3),
+        ] {
             if let Some(street) = street {
                 if is_po_box(street) {
                     let line = f.entries.iter().find(|e| e.key == key).map(|e| e.line);
@@ -637,7 +651,8 @@ impl Validator<'_> {
     ) -> Option<Option<Customs>> {
         let facility = self.rules.facility_country.as_str();
         let required = address.is_some_and(|a| {
-            a.country_code != facility && !(country::is_eu(a.country_code) && country::is_eu(facility))
+            a.country_code != facility
+                && !(country::is_eu(a.country_code) && country::is_eu(facility))
         });
         let Some(entry) = top.take("customs") else {
             if required {
@@ -657,28 +672,35 @@ impl Validator<'_> {
         let mut f = self.sub_map(entry, "customs", Code::InvalidCustoms)?;
         let missing = Code::MissingCustoms;
         let data_description = self.required_text(&mut f, "dataDescription", missing);
-        let encrypted_data = self.required_bool(&mut f, "encryptedData", missing, Code::InvalidCustoms);
+        let encrypted_data =
+            self.required_bool(&mut f, "encryptedData", missing, Code::InvalidCustoms);
         let encryption_classification = self.optional_text(&mut f, "encryptionClassification");
         let export_certifier_name = self.required_text(&mut f, "exportCertifierName", missing);
-        let requires_export_license =
-            self.required_bool(&mut f, "requiresExportLicense", missing, Code::InvalidCustoms);
+        let requires_export_license = self.required_bool(
+            &mut f,
+            "requiresExportLicense",
+            missing,
+            Code::InvalidCustoms,
+        );
         let device_value_cents = self
             .required_scalar(&mut f, "deviceValue", missing)
             .and_then(|(t, l)| self.device_value(&t, l));
         let device_country_of_origin = self.required_text(&mut f, "deviceCountryOfOrigin", missing);
-        let device_type = self.required_scalar(&mut f, "deviceType", missing).and_then(|(t, l)| {
-            self.one_of(
-                "customs.deviceType",
-                &t,
-                l,
-                &[
-                    ("externalStorageDevice", DeviceType::ExternalStorageDevice),
-                    ("usbFlashDrive", DeviceType::UsbFlashDrive),
-                    ("sataDrive", DeviceType::SataDrive),
-                ],
-                Code::InvalidCustoms,
-            )
-        });
+        let device_type = self
+            .required_scalar(&mut f, "deviceType", missing)
+            .and_then(|(t, l)| {
+                self.one_of(
+                    "customs.deviceType",
+                    &t,
+                    l,
+                    &[
+                        ("externalStorageDevice", DeviceType::ExternalStorageDevice),
+                        ("usbFlashDrive", DeviceType::UsbFlashDrive),
+                        ("sataDrive", DeviceType::SataDrive),
+                    ],
+                    Code::InvalidCustoms,
+                )
+            });
         let device_hts = match self.optional_scalar(&mut f, "deviceHTS") {
             Some((t, l)) => {
                 let digits = t.chars().filter(char::is_ascii_digit).count();
@@ -755,7 +777,9 @@ impl Validator<'_> {
                     Code::InvalidCustoms,
                     "customs.deviceValue",
                     Some(line),
-                    format!("`{text}` is not an amount in US dollars. Write a number such as 250.00."),
+                    format!(
+                        "`{text}` is not an amount in US dollars. Write a number such as 250.00."
+                    ),
                 );
                 None
             }
@@ -828,11 +852,18 @@ impl Validator<'_> {
             None => Some(String::new()),
         };
         let set_gz = match self.optional_scalar(top, "setContentEncodingForGzFiles") {
-            Some((t, l)) => self.boolean("setContentEncodingForGzFiles", &t, l, Code::InvalidManifestField),
+            Some((t, l)) => self.boolean(
+                "setContentEncodingForGzFiles",
+                &t,
+                l,
+                Code::InvalidManifestField,
+            ),
             None => Some(false),
         };
         let disk_key = match self.optional_scalar(top, "diskTimestampMetadataKey") {
-            Some((t, l)) => self.metadata_key("diskTimestampMetadataKey", &t, l).map(Some),
+            Some((t, l)) => self
+                .metadata_key("diskTimestampMetadataKey", &t, l)
+                .map(Some),
             None => Some(None),
         };
         let static_metadata = self.static_metadata(top);
@@ -840,7 +871,11 @@ impl Validator<'_> {
 
         if let (Some(Some(disk)), Some(meta)) = (&disk_key, &static_metadata) {
             if let Some((k, _)) = meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(disk)) {
-                let line = top.entries.iter().find(|e| e.key == "diskTimestampMetadataKey").map(|e| e.line);
+                let line = top
+                    .entries
+                    .iter()
+                    .find(|e| e.key == "diskTimestampMetadataKey")
+                    .map(|e| e.line);
                 self.error(
                     Code::InvalidManifestField,
                     "diskTimestampMetadataKey",
@@ -855,7 +890,11 @@ impl Validator<'_> {
                 total += d.len() + HTTP_DATE_LEN;
             }
             if total > MAX_USER_METADATA_BYTES {
-                let line = top.entries.iter().find(|e| e.key == "staticMetadata").map(|e| e.line);
+                let line = top
+                    .entries
+                    .iter()
+                    .find(|e| e.key == "staticMetadata")
+                    .map(|e| e.line);
                 self.error(
                     Code::InvalidManifestField,
                     "staticMetadata",
@@ -1099,9 +1138,19 @@ impl Validator<'_> {
     }
 
     /// The guide: replacing a whole value with the empty string makes the import fail.
-    fn whole_value_emptied(&mut self, top: &Fields, subs: &Substitutions, field: &str, value: &str) {
+    fn whole_value_emptied(
+        &mut self,
+        top: &Fields,
+        subs: &Substitutions,
+        field: &str,
+        value: &str,
+    ) {
         if !value.is_empty() && subs.apply(value).is_empty() {
-            let line = top.entries.iter().find(|e| e.key == "substitutions").map(|e| e.line);
+            let line = top
+                .entries
+                .iter()
+                .find(|e| e.key == "substitutions")
+                .map(|e| e.line);
             self.error(
                 Code::InvalidManifestField,
                 "substitutions",
@@ -1268,7 +1317,10 @@ impl Validator<'_> {
     }
 
     fn region(&mut self, text: &str, line: usize, allowed: &[Region]) -> Option<Region> {
-        if let Some(r) = allowed.iter().find(|r| r.as_str().eq_ignore_ascii_case(text)) {
+        if let Some(r) = allowed
+            .iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(text))
+        {
             return Some(*r);
         }
         let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
@@ -1276,7 +1328,10 @@ impl Validator<'_> {
             Code::InvalidManifestField,
             "operations[0].region",
             Some(line),
-            format!("`{text}` is not a region for this job. Use one of: {}.", names.join(", ")),
+            format!(
+                "`{text}` is not a region for this job. Use one of: {}.",
+                names.join(", ")
+            ),
         );
         None
     }
@@ -1284,7 +1339,8 @@ impl Validator<'_> {
     // ---- S3 export ----------------------------------------------------------------------
 
     fn s3_export(&mut self, top: &mut Fields) -> Option<S3Export> {
-        let file_system = match self.required_scalar(top, "fileSystem", Code::MissingManifestField) {
+        let file_system = match self.required_scalar(top, "fileSystem", Code::MissingManifestField)
+        {
             Some((t, l)) => {
                 if t.eq_ignore_ascii_case("NTFS") {
                     Some(ExportFileSystem::Ntfs)
@@ -1391,12 +1447,20 @@ impl Validator<'_> {
             let begin_marker = key_field(self, "beginMarker");
             let end_marker = key_field(self, "endMarker");
             let target = match self.optional_scalar(&mut f, "targetDirectory") {
-                Some((t, l)) => self.device_path(&format!("{path}.targetDirectory"), &t, l).map(Some),
+                Some((t, l)) => self
+                    .device_path(&format!("{path}.targetDirectory"), &t, l)
+                    .map(Some),
                 None => Some(None),
             };
             self.unknown_subfields(&f, EXPORT_OPERATION_FIELDS, Code::InvalidManifestField);
             match (bucket, prefix, begin_marker, end_marker, target) {
-                (Some(bucket), Some(prefix), Some(begin_marker), Some(end_marker), Some(target)) => {
+                (
+                    Some(bucket),
+                    Some(prefix),
+                    Some(begin_marker),
+                    Some(end_marker),
+                    Some(target),
+                ) => {
                     let target_directory = target
                         .or_else(|| default_target.clone())
                         .unwrap_or_else(|| bucket.clone());
@@ -1552,7 +1616,11 @@ impl Validator<'_> {
         }
     }
 
-    fn list_of_maps<'e>(&mut self, entry: &'e Entry, path: &str) -> Option<Vec<(usize, &'e [Entry])>> {
+    fn list_of_maps<'e>(
+        &mut self,
+        entry: &'e Entry,
+        path: &str,
+    ) -> Option<Vec<(usize, &'e [Entry])>> {
         let Value::List(items) = &entry.value else {
             self.error(
                 Code::InvalidManifestField,
@@ -1574,7 +1642,10 @@ impl Validator<'_> {
                         Code::InvalidManifestField,
                         &format!("{path}[{i}]"),
                         Some(item.line),
-                        format!("each entry of {path} must be `name: value` lines, not {}.", other.shape()),
+                        format!(
+                            "each entry of {path} must be `name: value` lines, not {}.",
+                            other.shape()
+                        ),
                     );
                     return None;
                 }
@@ -1632,7 +1703,12 @@ impl Validator<'_> {
         }
     }
 
-    fn required_scalar(&mut self, f: &mut Fields, key: &str, missing: Code) -> Option<(String, usize)> {
+    fn required_scalar(
+        &mut self,
+        f: &mut Fields,
+        key: &str,
+        missing: Code,
+    ) -> Option<(String, usize)> {
         let field = f.path_of(key);
         let line = f.entries.iter().find(|e| e.key == key).map(|e| e.line);
         match self.optional_scalar(f, key) {
@@ -1646,7 +1722,11 @@ impl Validator<'_> {
                     } else {
                         format!(" under {}", f.path)
                     };
-                    let what = if line.is_some() { "has no value" } else { "is required" };
+                    let what = if line.is_some() {
+                        "has no value"
+                    } else {
+                        "is required"
+                    };
                     self.error(
                         missing,
                         &field,
@@ -1669,7 +1749,13 @@ impl Validator<'_> {
             .filter(|t| !t.is_empty())
     }
 
-    fn required_bool(&mut self, f: &mut Fields, key: &str, missing: Code, invalid: Code) -> Option<bool> {
+    fn required_bool(
+        &mut self,
+        f: &mut Fields,
+        key: &str,
+        missing: Code,
+        invalid: Code,
+    ) -> Option<bool> {
         let field = f.path_of(key);
         let (t, l) = self.required_scalar(f, key, missing)?;
         self.boolean(&field, &t, l, invalid)
@@ -1699,7 +1785,10 @@ impl Validator<'_> {
         values: &[(&str, T)],
         code: Code,
     ) -> Option<T> {
-        if let Some((_, v)) = values.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)) {
+        if let Some((_, v)) = values
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        {
             return Some(*v);
         }
         let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
@@ -1707,14 +1796,19 @@ impl Validator<'_> {
             code,
             field,
             Some(line),
-            format!("`{text}` is not a valid value. Use one of: {}.", names.join(", ")),
+            format!(
+                "`{text}` is not a valid value. Use one of: {}.",
+                names.join(", ")
+            ),
         );
         None
     }
 
     fn bucket_name(&mut self, field: &str, text: &str, line: usize) -> Option<String> {
         let ok = (3..=255).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             && text.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Some(text.to_owned())
@@ -1840,9 +1934,9 @@ fn is_po_box(street: &str) -> bool {
     let words: Vec<&str> = normalized.split_whitespace().collect();
     let joined = words.join(" ");
     words.windows(2).any(|w| {
-        (w[0] == "po" || w[0] == "pob") && (w[1] == "box" || w[1].bytes().all(|b| b.is_ascii_digit()))
-    })
-        || words.windows(3).any(|w| w == ["p", "o", "box"])
+        (w[0] == "po" || w[0] == "pob")
+            && (w[1] == "box" || w[1].bytes().all(|b| b.is_ascii_digit()))
+    }) || words.windows(3).any(|w| w == ["p", "o", "box"])
         || joined.contains("post office box")
         || joined.contains("postfach")
         || joined.contains("apartado postal")
@@ -1888,7 +1982,11 @@ fn translate_java_quotes(pattern: &str) -> String {
     let mut rest = pattern;
     while let Some(start) = rest.find("\\Q") {
         // `\\Q` is an escaped backslash followed by Q, not a quote.
-        let backslashes = rest[..start].chars().rev().take_while(|&c| c == '\\').count();
+        let backslashes = rest[..start]
+            .chars()
+            .rev()
+            .take_while(|&c| c == '\\')
+            .count();
         if backslashes % 2 == 1 {
             out.push_str(&rest[..start + 2]);
             rest = &rest[start + 2..];
@@ -1934,7 +2032,11 @@ mod tests {
             (r"(?i)\.psd$", "chewie.PSD", true),
         ] {
             let re = compile_java_regex(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
-            assert_eq!(re.is_match(path).ok(), Some(expected), "{pattern} on {path}");
+            assert_eq!(
+                re.is_match(path).ok(),
+                Some(expected),
+                "{pattern} on {path}"
+            );
         }
         assert!(compile_java_regex("(unclosed").is_err());
         assert!(compile_java_regex("*.txt").is_err());
@@ -1942,10 +2044,22 @@ mod tests {
 
     #[test]
     fn po_boxes() {
-        for s in ["PO Box 123", "P.O. Box 5", "p o box 7", "Post Office Box 9", "POBox 12", "Postfach 1234"] {
+        for s in [
+            "PO Box 123",
+            "P.O. Box 5",
+            "p o box 7",
+            "Post Office Box 9",
+            "POBox 12",
+            "Postfach 1234",
+        ] {
             assert!(is_po_box(s), "{s}");
         }
-        for s in ["123 Any Street", "UG 8 Golf Course Road", "1 Boxwood Lane", "Pobrook Road 5"] {
+        for s in [
+            "123 Any Street",
+            "UG 8 Golf Course Road",
+            "1 Boxwood Lane",
+            "Pobrook Road 5",
+        ] {
             assert!(!is_po_box(s), "{s}");
         }
     }
@@ -1954,7 +2068,14 @@ mod tests {
     fn email_addresses() {
         assert!(is_email_address("john.doe@example.com"));
         assert!(is_email_address("a+tag@sub.example.co.uk"));
-        for bad in ["john.doe", "a@b", "a b@example.com", "@example.com", "a@-x.com", "a@example..com"] {
+        for bad in [
+            "john.doe",
+            "a@b",
+            "a b@example.com",
+            "@example.com",
+            "a@-x.com",
+            "a@example..com",
+        ] {
             assert!(!is_email_address(bad), "{bad}");
         }
     }

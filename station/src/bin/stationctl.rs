@@ -1,0 +1,104 @@
+//! `stationctl`: the operator's command line.
+//!
+//! `stationctl manifest check --job-type Import|Export FILE` works without the daemon. Its
+//! output is a contract scripts rely on: a valid manifest prints `OK <kind>` and exits 0; an
+//! invalid one prints `<Exception>: <field>: line <n>: <message>` as its first line (further
+//! problems follow, one per line) and exits 1. Anything else (unreadable file, bad arguments)
+//! exits 2 with a message on stderr.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pipelines::manifest::{self, JobType};
+use station::config::{Config, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "stationctl",
+    version,
+    about = "Operate a Station data-loading station"
+)]
+struct Cli {
+    /// The station's configuration (for the facility country that manifest checks use).
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// More log output (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with job manifests.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Check a manifest as CreateJob would: prints `OK <kind>` or the guide's error.
+    Check {
+        /// The job type: Import or Export (any case).
+        #[arg(long, value_parser = parse_job_type)]
+        job_type: JobType,
+        /// The manifest file; `-` reads standard input.
+        file: PathBuf,
+    },
+}
+
+fn parse_job_type(text: &str) -> Result<JobType, String> {
+    JobType::parse(text).ok_or_else(|| format!("`{text}` is not a job type; use Import or Export"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    station::logging::init(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stationctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Manifest {
+            command: ManifestCommand::Check { job_type, file },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let bytes = read_input(&file)?;
+            match manifest::parse(&bytes, job_type, &config.manifest_rules()) {
+                Ok(m) => {
+                    println!("OK {}", m.kind());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in errors.all() {
+                        println!("{}: {e}", e.code);
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read the manifest from standard input")?;
+        return Ok(bytes);
+    }
+    std::fs::read(file).with_context(|| format!("cannot read the manifest {}", file.display()))
+}
