@@ -199,7 +199,9 @@ impl Validator<'_> {
         let kind = self.kind(&top, job_type, version)?;
         let common = self.common(&mut top, kind);
         let job = match kind {
-            JobKind::S3Import => self.s3_import(&mut top).map(|s| JobManifest::S3Import(Box::new(s))),
+            JobKind::S3Import => self
+                .s3_import(&mut top)
+                .map(|s| JobManifest::S3Import(Box::new(s))),
             JobKind::EbsImport => self.ebs_import(&mut top).map(JobManifest::EbsImport),
             JobKind::GlacierImport => self
                 .glacier_import(&mut top)
