@@ -1,1 +1,10 @@
-//! x
+//! Station drivers: everything that touches hardware or an on-disk format.
+//!
+//! udev, USB identity, block I/O and ioctls, partition tables, TrueCrypt and the filesystem
+//! readers and writers live here, and know nothing of jobs. Customer media are untrusted input:
+//! they are read through our own positional-read stack, never mounted.
+//!
+//! `unsafe` is denied in the whole crate; the one ioctl module allows it, with a `SAFETY`
+//! comment on every block.
+
+#![deny(unsafe_code)]

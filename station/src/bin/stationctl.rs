@@ -6,6 +6,8 @@
 //! problems follow, one per line) and exits 1. Anything else (unreadable file, bad arguments)
 //! exits 2 with a message on stderr.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;

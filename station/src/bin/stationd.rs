@@ -4,6 +4,8 @@
 //! `OK <path>`. `stationd [--config PATH] [run]` loads the configuration, prepares the data
 //! directory and runs the station's services until it is stopped.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
