@@ -8,3 +8,6 @@
 //! comment on every block.
 
 #![deny(unsafe_code)]
+
+pub mod fs;
+pub mod source;
