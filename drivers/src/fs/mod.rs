@@ -5,6 +5,8 @@
 //! chunks through the reader's source, so a pipeline can issue reads in physical order. Names
 //! stay raw (bytes or UTF-16 code units) until the pipeline decides what to do with them.
 
+pub mod walk;
+
 use std::fmt;
 
 use crate::source::IoError;

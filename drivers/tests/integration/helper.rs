@@ -1,0 +1,202 @@
+//! Shared test helpers: build a fixture with its `hw-fixtures/` script, and compare what a
+//! reader sees with the source tree the image was made from.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use drivers::fs::walk::{walk, Limits};
+use drivers::fs::{EntryKind, FileSystem};
+use md5::{Digest, Md5};
+
+/// A fixture built into a temporary directory: `dir/src` (the source tree, when the script
+/// makes one) and the images the script writes.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A file the script wrote, by name.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Runs `hw-fixtures/<script> OUTDIR [args]` and returns the output directory.
+pub fn build(script: &str, args: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../hw-fixtures")
+        .join(script);
+    let output = Command::new(&path)
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Fixture { dir }
+}
+
+/// What one entry looks like, for comparing a reader with the source tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub kind: &'static str,
+    pub size: u64,
+    /// MD5 of a file's content, hex; empty for other kinds.
+    pub md5: String,
+    /// Modification time in seconds since the epoch, when compared.
+    pub mtime: Option<i64>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every entry under `root` (paths relative to it, `/`-separated raw bytes).
+pub fn source_tree(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}"));
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("{dir:?}: {e}"));
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let ft = meta.file_type();
+            let (kind, size, md5) = if ft.is_dir() {
+                stack.push(path.clone());
+                ("dir", 0, String::new())
+            } else if ft.is_file() {
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                ("file", meta.len(), hex(&Md5::digest(&bytes)))
+            } else if ft.is_symlink() {
+                ("symlink", 0, String::new())
+            } else if ft.is_fifo() {
+                ("fifo", 0, String::new())
+            } else if ft.is_socket() {
+                ("socket", 0, String::new())
+            } else if ft.is_block_device() {
+                ("blockdev", 0, String::new())
+            } else {
+                ("chardev", 0, String::new())
+            };
+            out.insert(
+                rel,
+                Seen {
+                    kind,
+                    size,
+                    md5,
+                    mtime: Some(meta.mtime()),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Every entry a reader sees, files hashed through `FileSystem::read` in 1 MiB chunks.
+pub fn reader_tree(fs: &dyn FileSystem) -> BTreeMap<Vec<u8>, Seen> {
+    let walked = walk(fs, Limits::default());
+    assert!(
+        walked.problems.is_empty(),
+        "walk problems: {:?}",
+        walked.problems
+    );
+    let mut out = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for w in walked.entries {
+        let e = &w.entry;
+        let (size, md5) = if e.kind == EntryKind::File {
+            let mut hasher = Md5::new();
+            let mut offset = 0u64;
+            loop {
+                let n = fs
+                    .read(e.id, offset, &mut buf)
+                    .unwrap_or_else(|err| panic!("{:?}: {err}", w.path_bytes()));
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+            assert_eq!(
+                offset,
+                e.size,
+                "{:?}: read {offset} of {} bytes",
+                w.path_bytes(),
+                e.size
+            );
+            (e.size, hex(&hasher.finalize()))
+        } else {
+            (0, String::new())
+        };
+        out.insert(
+            w.path_bytes(),
+            Seen {
+                kind: e.kind.as_str(),
+                size,
+                md5,
+                mtime: e.mtime.map(|t| t.seconds),
+            },
+        );
+    }
+    out
+}
+
+/// Asserts that the reader shows exactly the source tree. `compare_mtime` is off for
+/// filesystems whose times are local or coarse (FAT's 2-second resolution).
+pub fn assert_same_tree(
+    source: &BTreeMap<Vec<u8>, Seen>,
+    reader: &BTreeMap<Vec<u8>, Seen>,
+    compare_mtime: bool,
+) {
+    let strip = |m: &BTreeMap<Vec<u8>, Seen>| -> BTreeMap<Vec<u8>, Seen> {
+        m.iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                if !compare_mtime || v.kind == "symlink" {
+                    v.mtime = None;
+                }
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    let (source, reader) = (strip(source), strip(reader));
+    let mut differences = Vec::new();
+    for (path, want) in &source {
+        match reader.get(path) {
+            None => differences.push(format!("missing: {}", String::from_utf8_lossy(path))),
+            Some(got) if got != want => differences.push(format!(
+                "{}: want {want:?}, got {got:?}",
+                String::from_utf8_lossy(path)
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in reader.keys() {
+        if !source.contains_key(path) {
+            differences.push(format!("extra: {}", String::from_utf8_lossy(path)));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}

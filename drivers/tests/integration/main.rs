@@ -1,0 +1,3 @@
+//! drivers integration tests: readers against images built by `hw-fixtures/` scripts.
+
+mod helper;
