@@ -7,4 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod job;
+pub mod keys;
+pub mod store;
 pub mod logging;
