@@ -9,5 +9,10 @@
 
 #![deny(unsafe_code)]
 
+pub mod block;
 pub mod fs;
+#[allow(unsafe_code)]
+mod ioctl;
+pub mod partition;
+pub mod probe;
 pub mod source;

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod inspect;
 pub mod job;
 pub mod keys;
 pub mod store;

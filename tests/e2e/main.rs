@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `stationctl` and `stationd` binaries.
 
 mod helper;
+mod inspect;
 mod manifest_check;
 mod stationd_config;

@@ -5,11 +5,14 @@
 //! chunks through the reader's source, so a pipeline can issue reads in physical order. Names
 //! stay raw (bytes or UTF-16 code units) until the pipeline decides what to do with them.
 
+pub mod ext;
+pub mod fat;
 pub mod walk;
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::source::IoError;
+use crate::source::{IoError, ReadAt};
 
 /// A stable identifier of an entry within one filesystem (inode number, MFT record,
 /// directory cluster + slot, CNID...).
@@ -289,6 +292,33 @@ pub trait FileSystem: Send + Sync {
     /// marked dirty), for the operator and the log.
     fn warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// Opens the filesystem on `source`: finds its type by signature ([`crate::probe`]) and hands
+/// the source to the reader for that type.
+///
+/// # Errors
+///
+/// No known signature, no reader for the type found (both `Unsupported`), or the reader's own
+/// error opening the volume.
+pub fn open_filesystem(source: Arc<dyn ReadAt>) -> Result<Box<dyn FileSystem>, FsError> {
+    let device = source.describe();
+    let Some(detected) = crate::probe::probe(&*source)? else {
+        return Err(FsError::Unsupported {
+            device,
+            what: "unknown filesystem (no signature this station knows)".into(),
+        });
+    };
+    match detected.fs_type {
+        FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => Ok(Box::new(ext::ExtFs::open(source)?)),
+        FsType::Fat12 | FsType::Fat16 | FsType::Fat32 | FsType::ExFat => {
+            Ok(Box::new(fat::FatFs::open(source)?))
+        }
+        fs_type @ (FsType::Ntfs | FsType::HfsPlus | FsType::Hfsx) => Err(FsError::Unsupported {
+            device,
+            what: format!("{fs_type}: this station has no reader for it yet"),
+        }),
     }
 }
 

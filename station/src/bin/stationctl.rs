@@ -5,11 +5,14 @@
 //! invalid one prints `<Exception>: <field>: line <n>: <message>` as its first line (further
 //! problems follow, one per line) and exits 1. Anything else (unreadable file, bad arguments)
 //! exits 2 with a message on stderr.
+//!
+//! `stationctl inspect PATH [--files [--partition N]]` also works without the daemon; its
+//! `--files` listing is the contract described in `station::inspect` and the README.
 
 #![forbid(unsafe_code)]
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -40,6 +43,19 @@ enum Command {
     Manifest {
         #[command(subcommand)]
         command: ManifestCommand,
+    },
+    /// Show what is on a device or image, without the daemon: the partition table, each
+    /// partition's filesystem, label and size; with --files, every entry of one filesystem.
+    Inspect {
+        /// A block device or an image file.
+        path: PathBuf,
+        /// List every entry, one line each: `md5 size mtime kind path`.
+        #[arg(long)]
+        files: bool,
+        /// The partition to list, counted from 1 in table order (default: the only
+        /// filesystem).
+        #[arg(long, requires = "files")]
+        partition: Option<u32>,
     },
 }
 
@@ -91,7 +107,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Inspect {
+            path,
+            files,
+            partition,
+        } => inspect(&path, files, partition),
     }
+}
+
+/// `stationctl inspect`: exit 0 when everything was read, 1 when something could not be (the
+/// problems are on stderr), 2 (through `main`) when nothing could be.
+fn inspect(path: &Path, files: bool, partition: Option<u32>) -> anyhow::Result<ExitCode> {
+    let inspected = station::inspect::inspect(path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let all_read = if files {
+        let stderr = std::io::stderr();
+        let mut problems = stderr.lock();
+        station::inspect::list_files(&inspected, partition, &mut out, &mut problems)?
+    } else {
+        inspected.write_report(&mut out)?
+    };
+    out.flush().context("cannot write to standard output")?;
+    Ok(if all_read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
