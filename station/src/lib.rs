@@ -6,8 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod job;
 pub mod keys;
-pub mod store;
 pub mod logging;
+pub mod pdf;
+pub mod store;
+pub mod targets;
