@@ -128,7 +128,10 @@ impl Targets for SdkTargets {
                         .unwrap_or_else(|| "us-east-1".to_owned());
                     Ok(Some(region))
                 }
-                Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchBucket") => {
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchBucket")
+                        || e.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
+                {
                     Ok(None)
                 }
                 Err(e) => Err(TargetError {
@@ -156,9 +159,12 @@ impl Targets for SdkTargets {
                 .await
             {
                 Ok(_) => Ok(true),
+                // AWS answers ResourceNotFoundException; moto answers VaultNotFound.
                 Err(e)
-                    if e.as_service_error().and_then(|s| s.code())
-                        == Some("ResourceNotFoundException") =>
+                    if matches!(
+                        e.as_service_error().and_then(|s| s.code()),
+                        Some("ResourceNotFoundException" | "VaultNotFound")
+                    ) =>
                 {
                     Ok(false)
                 }
