@@ -240,13 +240,17 @@ v2 = client(ACME, signature_version="v2")
 check("boto3 with Signature Version 2", any(j["JobId"] == g_job for j in v2.list_jobs()["Jobs"]))
 
 
-def sigv2_post(params, secret, timestamp):
-    params = dict(params, AWSAccessKeyId=ACME[0], SignatureVersion="2", SignatureMethod="HmacSHA256", Timestamp=timestamp, Version="2010-06-01")
+def sigv2_post(params, secret, timestamp, version="2010-06-01", operation=None):
+    """POSTs params signed with Signature Version 2 as the guide shows; `operation` puts the
+    action in the path (`/?Operation=X`) as the service model's request URI does."""
+    params = dict(params, AWSAccessKeyId=ACME[0], SignatureVersion="2", SignatureMethod="HmacSHA256", Timestamp=timestamp, Version=version)
+    signed = dict(params, Operation=operation) if operation else params
     host = urllib.parse.urlparse(STATION).netloc
-    query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+    query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in sorted(signed.items()))
     to_sign = f"POST\n{host}\n/\n{query}"
     params["Signature"] = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).digest()).decode()
-    req = urllib.request.Request(STATION + "/", data=urllib.parse.urlencode(params).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    url = STATION + "/" + (f"?Operation={operation}" if operation else "")
+    req = urllib.request.Request(url, data=urllib.parse.urlencode(params).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
     try:
         with urllib.request.urlopen(req) as resp:
             return resp.status, resp.read().decode()
@@ -262,6 +266,11 @@ status, body = sigv2_post({"Action": "GetStatus", "JobId": g_job}, ACME[1], stal
 check("a timestamp 20 minutes old is refused", status == 403 and "<Code>RequestExpired</Code>" in body, body)
 status, body = sigv2_post({"Action": "Frobnicate"}, ACME[1], now.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
 check("unknown action -> UnknownOperationException", status == 403 and "<Code>UnknownOperationException</Code>" in body, body)
+stamp = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+status, body2 = sigv2_post({"JobId": g_job}, ACME[1], stamp, operation="GetStatus")
+check("the action in the path: POST /?Operation=GetStatus", status == 200 and f"<JobId>{g_job}</JobId>" in body2, body2)
+status, body2 = sigv2_post({"Action": "ListJobs"}, ACME[1], stamp, version="2009-01-01")
+check("another API version -> InvalidVersionException", status == 400 and "<Code>InvalidVersionException</Code>" in body2, body2)
 check("error XML in the service's namespace", 'xmlns="http://importexport.amazonaws.com/doc/2010-06-01/"' in body and "<RequestId>" in body, body)
 
 # ---- the daily quota -------------------------------------------------------------------------------
