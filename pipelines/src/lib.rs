@@ -8,4 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+pub mod object_store;
+pub mod s3_import;
 pub mod signature;

@@ -90,7 +90,9 @@ pub fn parse_file(text: &[u8]) -> Result<Presented, SignatureError> {
             continue;
         }
         let Some((key, value)) = line.split_once(':') else {
-            return Err(SignatureError::Malformed(format!("line `{line}` has no `:`")));
+            return Err(SignatureError::Malformed(format!(
+                "line `{line}` has no `:`"
+            )));
         };
         let slot = match key.trim() {
             "version" => &mut version,
@@ -98,28 +100,43 @@ pub fn parse_file(text: &[u8]) -> Result<Presented, SignatureError> {
             "jobId" => &mut job_id,
             "signature" => &mut signature,
             other => {
-                return Err(SignatureError::Malformed(format!("unknown field `{other}`")));
+                return Err(SignatureError::Malformed(format!(
+                    "unknown field `{other}`"
+                )));
             }
         };
         if slot.replace(value.trim().to_owned()).is_some() {
-            return Err(SignatureError::Malformed(format!("`{}` given twice", key.trim())));
+            return Err(SignatureError::Malformed(format!(
+                "`{}` given twice",
+                key.trim()
+            )));
         }
     }
     match (version.as_deref(), method.as_deref()) {
         (Some("2.0"), Some("HmacSHA1")) => {}
         (Some(v), _) if v != "2.0" => {
-            return Err(SignatureError::Malformed(format!("version `{v}` is not 2.0")))
+            return Err(SignatureError::Malformed(format!(
+                "version `{v}` is not 2.0"
+            )))
         }
         (_, Some(m)) if m != "HmacSHA1" => {
-            return Err(SignatureError::Malformed(format!("signingMethod `{m}` is not HmacSHA1")))
+            return Err(SignatureError::Malformed(format!(
+                "signingMethod `{m}` is not HmacSHA1"
+            )))
         }
-        _ => return Err(SignatureError::Malformed("version or signingMethod missing".into())),
+        _ => {
+            return Err(SignatureError::Malformed(
+                "version or signingMethod missing".into(),
+            ))
+        }
     }
     match (job_id, signature) {
         (Some(job_id), Some(signature)) if !job_id.is_empty() && !signature.is_empty() => {
             Ok(Presented { job_id, signature })
         }
-        _ => Err(SignatureError::Malformed("jobId or signature missing".into())),
+        _ => Err(SignatureError::Malformed(
+            "jobId or signature missing".into(),
+        )),
     }
 }
 
@@ -132,7 +149,9 @@ pub fn parse_barcode(text: &str) -> Result<Presented, SignatureError> {
     let text = text.trim();
     let mut parts = text.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("1.0"), Some(job_id), Some(signature)) if !job_id.is_empty() && !signature.is_empty() => {
+        (Some("1.0"), Some(job_id), Some(signature))
+            if !job_id.is_empty() && !signature.is_empty() =>
+        {
             Ok(Presented {
                 job_id: job_id.to_owned(),
                 signature: signature.to_owned(),
@@ -183,13 +202,28 @@ mod tests {
     #[test]
     fn malformed_files_say_why() {
         for (text, why) in [
-            ("version:1.0\nsigningMethod:HmacSHA1\njobId:A\nsignature:x", "version `1.0`"),
-            ("version:2.0\nsigningMethod:MD5\njobId:A\nsignature:x", "signingMethod `MD5`"),
-            ("version:2.0\nsigningMethod:HmacSHA1\nsignature:x", "jobId or signature missing"),
-            ("version:2.0\nsigningMethod:HmacSHA1\njobId:A\njobId:B\nsignature:x", "given twice"),
+            (
+                "version:1.0\nsigningMethod:HmacSHA1\njobId:A\nsignature:x",
+                "version `1.0`",
+            ),
+            (
+                "version:2.0\nsigningMethod:MD5\njobId:A\nsignature:x",
+                "signingMethod `MD5`",
+            ),
+            (
+                "version:2.0\nsigningMethod:HmacSHA1\nsignature:x",
+                "jobId or signature missing",
+            ),
+            (
+                "version:2.0\nsigningMethod:HmacSHA1\njobId:A\njobId:B\nsignature:x",
+                "given twice",
+            ),
             ("hello", "no `:`"),
         ] {
-            let e = parse_file(text.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = parse_file(text.as_bytes())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains(why), "{text}: {e}");
         }
         assert!(parse_barcode("2.0:A:B").is_err());

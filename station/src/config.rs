@@ -30,8 +30,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The operator console's Unix socket.
     pub console: ConsoleConfig,
-    /// The file holding the key that signs SIGNATURE files and barcodes.
-    pub signing_key_file: PathBuf,
+    /// The file holding the station key (signs SIGNATURE files and barcodes, seals account
+    /// secrets); created mode 0600 on first start. Default: `signing.key` in the data directory.
+    pub signing_key_file: Option<PathBuf>,
     /// The customer-facing control-plane API.
     pub api: ApiConfig,
     /// The Prometheus metrics endpoint.
@@ -53,7 +54,7 @@ impl Default for Config {
             facility_country: "US".to_owned(),
             data_dir: PathBuf::from("/var/lib/stationd"),
             console: ConsoleConfig::default(),
-            signing_key_file: PathBuf::from("/etc/stationd/signing.key"),
+            signing_key_file: None,
             api: ApiConfig::default(),
             metrics: MetricsConfig::default(),
             targets: BTreeMap::new(),
@@ -362,6 +363,13 @@ impl Config {
                 .to_owned(),
             ..Rules::default()
         }
+    }
+
+    /// The station key's file.
+    pub fn key_file(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing.key"))
     }
 
     /// The read chunk in bytes.

@@ -160,7 +160,8 @@ pub fn new_job_id() -> String {
 
 /// Whether `text` has the form of a job ID (so it can be looked up at all).
 pub fn is_job_id(text: &str) -> bool {
-    text.len() == pipelines::manifest::JOB_ID_LEN && text.bytes().all(|b| JOB_ID_ALPHABET.contains(&b))
+    text.len() == pipelines::manifest::JOB_ID_LEN
+        && text.bytes().all(|b| JOB_ID_ALPHABET.contains(&b))
 }
 
 #[cfg(test)]

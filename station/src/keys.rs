@@ -35,7 +35,9 @@ pub enum KeyError {
         message: String,
     },
     /// A sealed secret does not open with this key (wrong key, or damaged database).
-    #[error("a stored secret does not decrypt with this station's key: was the key file replaced?")]
+    #[error(
+        "a stored secret does not decrypt with this station's key: was the key file replaced?"
+    )]
     Unseal,
 }
 
@@ -64,10 +66,11 @@ impl StationKey {
         };
         match std::fs::read(path) {
             Ok(bytes) => {
-                let master: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| KeyError::Invalid {
-                    path: path.to_owned(),
-                    message: format!("{} bytes; a station key is {KEY_LEN}", bytes.len()),
-                })?;
+                let master: [u8; KEY_LEN] =
+                    bytes.as_slice().try_into().map_err(|_| KeyError::Invalid {
+                        path: path.to_owned(),
+                        message: format!("{} bytes; a station key is {KEY_LEN}", bytes.len()),
+                    })?;
                 Ok(Self {
                     master: Zeroizing::new(master),
                 })
@@ -149,17 +152,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("sub/signing.key");
         let a = StationKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok();
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
         assert_eq!(mode, Some(0o600));
         let b = StationKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(*a.signing_key(), *b.signing_key());
         let sealed = a.seal(b"secret");
-        assert_eq!(b.unseal(&sealed).map(|s| s.to_vec()).ok(), Some(b"secret".to_vec()));
+        assert_eq!(
+            b.unseal(&sealed).map(|s| s.to_vec()).ok(),
+            Some(b"secret".to_vec())
+        );
         let mut damaged = sealed.clone();
         damaged[20] ^= 1;
         assert!(b.unseal(&damaged).is_err());
         std::fs::write(&path, b"short").unwrap_or_else(|e| panic!("{e}"));
-        let e = StationKey::load_or_create(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = StationKey::load_or_create(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("5 bytes"), "{e}");
     }
 }

@@ -6,9 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod inspect;
 pub mod job;
 pub mod keys;
-pub mod store;
 pub mod logging;
+pub mod pdf;
+pub mod store;
+pub mod targets;

@@ -97,6 +97,9 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// An access key's secret, wiped when dropped.
+pub type Secret = zeroize::Zeroizing<Vec<u8>>;
+
 /// An account, as authentication finds it.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -175,9 +178,12 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
@@ -188,7 +194,11 @@ impl Store {
                 what: format!("schema version {version} is newer than this station's ({known}); upgrade the station"),
             });
         }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        for (i, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
             let tx = conn.transaction().map_err(sql)?;
             tx.execute_batch(migration).map_err(sql)?;
             tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
@@ -203,7 +213,9 @@ impl Store {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -262,10 +274,7 @@ impl Store {
     /// # Errors
     ///
     /// The database fails or the secret does not decrypt.
-    pub fn access_key(
-        &self,
-        access_key_id: &str,
-    ) -> Result<Option<(Account, zeroize::Zeroizing<Vec<u8>>)>, StoreError> {
+    pub fn access_key(&self, access_key_id: &str) -> Result<Option<(Account, Secret)>, StoreError> {
         let row: Option<(i64, String, Vec<u8>)> = self
             .conn()
             .query_row(
@@ -287,15 +296,14 @@ impl Store {
     /// # Errors
     ///
     /// The database fails.
-    pub fn insert_job(
-        &self,
-        make: impl Fn(&str) -> JobRecord,
-    ) -> Result<JobRecord, StoreError> {
+    pub fn insert_job(&self, make: impl Fn(&str) -> JobRecord) -> Result<JobRecord, StoreError> {
         let conn = self.conn();
         for _ in 0..32 {
             let job = make(&new_job_id());
             let seq: i64 = conn
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM job", [], |r| r.get(0))
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM job", [], |r| {
+                    r.get(0)
+                })
                 .map_err(|e| self.sql(e))?;
             let inserted = conn.execute(
                 "INSERT INTO job (job_id, account_id, job_type, kind, manifest, manifest_addendum,
@@ -364,7 +372,10 @@ impl Store {
         ))
     }
 
-    fn finish_row(&self, (mut job, location, progress): (JobRecord, String, String)) -> Result<JobRecord, StoreError> {
+    fn finish_row(
+        &self,
+        (mut job, location, progress): (JobRecord, String, String),
+    ) -> Result<JobRecord, StoreError> {
         let corrupt = |what: String| StoreError::Corrupt {
             path: self.path.clone(),
             what,
@@ -376,7 +387,8 @@ impl Store {
         Ok(job)
     }
 
-    const JOB_COLUMNS: &'static str = "job_id, account_id, job_type, kind, manifest, manifest_addendum,
+    const JOB_COLUMNS: &'static str =
+        "job_id, account_id, job_type, kind, manifest, manifest_addendum,
         location_code, progress_code, error_count, log_bucket, log_key, signature, carrier,
         tracking_number, created_at";
 
@@ -431,7 +443,9 @@ impl Store {
             ))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map(params![account_id, marker_seq, limit], |r| self.row_to_job(r))
+            .query_map(params![account_id, marker_seq, limit], |r| {
+                self.row_to_job(r)
+            })
             .map_err(|e| self.sql(e))?;
         let mut jobs = Vec::new();
         for row in rows {
@@ -597,8 +611,10 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let key = StationKey::load_or_create(&dir.path().join("key")).unwrap_or_else(|e| panic!("{e}"));
-        let store = Store::open(&dir.path().join("data"), Arc::new(key)).unwrap_or_else(|e| panic!("{e}"));
+        let key =
+            StationKey::load_or_create(&dir.path().join("key")).unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Store::open(&dir.path().join("data"), Arc::new(key)).unwrap_or_else(|e| panic!("{e}"));
         (dir, store)
     }
 
@@ -625,7 +641,9 @@ mod tests {
     #[test]
     fn accounts_keys_and_secrets() {
         let (_dir, store) = store();
-        let (id, secret) = store.create_account("acme").unwrap_or_else(|e| panic!("{e}"));
+        let (id, secret) = store
+            .create_account("acme")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(id.starts_with("AKIA") && id.len() == 20, "{id}");
         assert_eq!(secret.len(), 40);
         let (account, stored) = store
@@ -634,8 +652,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no key"));
         assert_eq!(account.name, "acme");
         assert_eq!(stored.as_slice(), secret.as_bytes());
-        assert!(matches!(store.create_account("acme"), Err(StoreError::AccountExists(_))));
-        assert!(store.access_key("AKIANOPE").unwrap_or_else(|e| panic!("{e}")).is_none());
+        assert!(matches!(
+            store.create_account("acme"),
+            Err(StoreError::AccountExists(_))
+        ));
+        assert!(store
+            .access_key("AKIANOPE")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
         // The secret is not stored in the clear.
         let raw = std::fs::read(&store.path).unwrap_or_default();
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
@@ -647,23 +671,38 @@ mod tests {
         let account = |name: &str| {
             let (key, _) = store.create_account(name).unwrap_or_else(|e| panic!("{e}"));
             let found = store.access_key(&key).unwrap_or_else(|e| panic!("{e}"));
-            found.map(|(a, _)| a.id).unwrap_or_else(|| panic!("no account"))
+            found
+                .map(|(a, _)| a.id)
+                .unwrap_or_else(|| panic!("no account"))
         };
         let (one, two) = (account("one"), account("two"));
         let mut ids = Vec::new();
         for _ in 0..5 {
-            let j = store.insert_job(|id| job(one, id)).unwrap_or_else(|e| panic!("{e}"));
+            let j = store
+                .insert_job(|id| job(one, id))
+                .unwrap_or_else(|e| panic!("{e}"));
             ids.push(j.job_id);
         }
-        store.insert_job(|id| job(two, id)).unwrap_or_else(|e| panic!("{e}"));
-        let (page, more) = store.list_jobs(one, None, 2).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_job(|id| job(two, id))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (page, more) = store
+            .list_jobs(one, None, 2)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(more);
-        assert_eq!(page.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
-        let (page, more) = store.list_jobs(one, Some(&ids[3]), 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            page.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>(),
+            vec![ids[4].clone(), ids[3].clone()]
+        );
+        let (page, more) = store
+            .list_jobs(one, Some(&ids[3]), 10)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(!more);
         assert_eq!(page.len(), 3);
         assert_eq!(store.jobs_created_since(one, now() - 60).unwrap_or(0), 5);
-        store.set_progress(&ids[0], ProgressCode::Canceled).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .set_progress(&ids[0], ProgressCode::Canceled)
+            .unwrap_or_else(|e| panic!("{e}"));
         let j = store.job(&ids[0]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(j.map(|j| j.progress), Some(ProgressCode::Canceled));
     }

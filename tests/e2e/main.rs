@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `stationctl` and `stationd` binaries.
 
+mod api;
 mod helper;
 mod inspect;
 mod manifest_check;

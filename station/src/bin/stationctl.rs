@@ -14,11 +14,14 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pipelines::manifest::{self, JobType};
 use station::config::{Config, DEFAULT_CONFIG_PATH};
+use station::keys::StationKey;
+use station::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +60,23 @@ enum Command {
         #[arg(long, requires = "files")]
         partition: Option<u32>,
     },
+    /// Manage customer accounts (works on the database directly; no daemon needed).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account; prints `ACCESS_KEY_ID SECRET_ACCESS_KEY` on one line.
+    Create {
+        /// The account's name.
+        name: String,
+        /// The station's data directory (overrides the configuration's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +109,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Account {
+            command: AccountCommand::Create { name, data_dir },
+        } => {
+            let mut config = Config::load(&cli.config)?;
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            let key = StationKey::load_or_create(&config.key_file())?;
+            let store = Store::open(&config.data_dir, Arc::new(key))?;
+            let (access_key_id, secret) = store.create_account(&name)?;
+            println!("{access_key_id} {secret}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Manifest {
             command: ManifestCommand::Check { job_type, file },
         } => {

@@ -1,0 +1,357 @@
+//! The S3 side of imports and exports: an `ObjectStore` trait, and its implementation on
+//! aws-sdk-s3 (any S3-compatible endpoint).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, StorageClass as S3StorageClass,
+};
+use base64::Engine;
+
+use crate::manifest::{CannedAcl, HttpDate, StorageClass};
+
+/// A boxed future, so the trait can be used as `dyn ObjectStore`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The headers and metadata an object is stored with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    /// Content-Type; `None` leaves the store's default.
+    pub content_type: Option<String>,
+    /// Content-Encoding.
+    pub content_encoding: Option<String>,
+    /// Cache-Control.
+    pub cache_control: Option<String>,
+    /// Content-Disposition.
+    pub content_disposition: Option<String>,
+    /// Content-Language.
+    pub content_language: Option<String>,
+    /// Expires.
+    pub expires: Option<HttpDate>,
+    /// The canned ACL; `None` for the bucket's default.
+    pub acl: Option<CannedAcl>,
+    /// The storage class; `None` for STANDARD.
+    pub storage_class: Option<StorageClass>,
+    /// User metadata (names without `x-amz-meta-`).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What HEAD says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its size.
+    pub size: u64,
+    /// Its ETag, without quotes.
+    pub etag: String,
+    /// Its Content-Type.
+    pub content_type: Option<String>,
+}
+
+/// A store request that failed (after the SDK's retries).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} {bucket}/{key}: {code}: {message}")]
+pub struct ObjectStoreError {
+    /// The operation (`PutObject`, `UploadPart 3`, ...).
+    pub operation: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// The store's error code (`AccessDenied`, `NoSuchBucket`, `BadDigest`), or `Network`.
+    pub code: String,
+    /// The store's message.
+    pub message: String,
+}
+
+/// Objects in buckets.
+pub trait ObjectStore: Send + Sync {
+    /// Stores `body` as one object with `Content-MD5`; returns the ETag.
+    fn put_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        md5: [u8; 16],
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>>;
+
+    /// Starts a multipart upload; returns its ID.
+    fn create_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>>;
+
+    /// Uploads part `number` (from 1) with `Content-MD5`; returns its ETag.
+    fn upload_part<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        number: i32,
+        body: Vec<u8>,
+        md5: [u8; 16],
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>>;
+
+    /// Completes a multipart upload from (number, ETag) pairs; returns the object's ETag.
+    fn complete_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        parts: Vec<(i32, String)>,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>>;
+
+    /// Aborts a multipart upload, so no parts are left behind.
+    fn abort_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ObjectStoreError>>;
+
+    /// HEAD: the object's size, ETag and type, or `None` when it does not exist.
+    fn head_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>>;
+}
+
+/// The store on aws-sdk-s3.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Store {
+    /// A store over `client`.
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        Self { client }
+    }
+}
+
+fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    operation: impl Into<String>,
+    bucket: &str,
+    key: &str,
+    e: &SdkError<E>,
+) -> ObjectStoreError {
+    let (code, message) = match e.as_service_error() {
+        Some(s) => (
+            s.code().unwrap_or("Error").to_owned(),
+            s.message().unwrap_or("").to_owned(),
+        ),
+        None => (
+            "Network".to_owned(),
+            format!("{e:?}").chars().take(300).collect(),
+        ),
+    };
+    ObjectStoreError {
+        operation: operation.into(),
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        code,
+        message,
+    }
+}
+
+fn b64(md5: &[u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}
+
+fn unquote(etag: Option<&str>) -> String {
+    etag.unwrap_or("").trim_matches('"').to_owned()
+}
+
+fn acl(acl: CannedAcl) -> ObjectCannedAcl {
+    ObjectCannedAcl::from(acl.as_str())
+}
+
+fn storage_class(class: StorageClass) -> S3StorageClass {
+    S3StorageClass::from(class.as_str())
+}
+
+fn expires(date: HttpDate) -> aws_sdk_s3::primitives::DateTime {
+    aws_sdk_s3::primitives::DateTime::from_secs(date.unix_seconds)
+}
+
+impl ObjectStore for S3Store {
+    fn put_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        md5: [u8; 16],
+        h: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_md5(b64(&md5))
+                .body(ByteStream::from(body))
+                .set_content_type(h.content_type.clone())
+                .set_content_encoding(h.content_encoding.clone())
+                .set_cache_control(h.cache_control.clone())
+                .set_content_disposition(h.content_disposition.clone())
+                .set_content_language(h.content_language.clone())
+                .set_expires(h.expires.map(expires))
+                .set_acl(h.acl.map(acl))
+                .set_storage_class(h.storage_class.map(storage_class));
+            for (k, v) in &h.metadata {
+                req = req.metadata(k, v);
+            }
+            req.send()
+                .await
+                .map(|out| unquote(out.e_tag()))
+                .map_err(|e| error("PutObject", bucket, key, &e))
+        })
+    }
+
+    fn create_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        h: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut req = self
+                .client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .set_content_type(h.content_type.clone())
+                .set_content_encoding(h.content_encoding.clone())
+                .set_cache_control(h.cache_control.clone())
+                .set_content_disposition(h.content_disposition.clone())
+                .set_content_language(h.content_language.clone())
+                .set_expires(h.expires.map(expires))
+                .set_acl(h.acl.map(acl))
+                .set_storage_class(h.storage_class.map(storage_class));
+            for (k, v) in &h.metadata {
+                req = req.metadata(k, v);
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| error("CreateMultipartUpload", bucket, key, &e))?;
+            out.upload_id()
+                .map(str::to_owned)
+                .ok_or_else(|| ObjectStoreError {
+                    operation: "CreateMultipartUpload".into(),
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    code: "NoUploadId".into(),
+                    message: "the store returned no upload ID".into(),
+                })
+        })
+    }
+
+    fn upload_part<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        number: i32,
+        body: Vec<u8>,
+        md5: [u8; 16],
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async move {
+            self.client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_md5(b64(&md5))
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|out| unquote(out.e_tag()))
+                .map_err(|e| error(format!("UploadPart {number}"), bucket, key, &e))
+        })
+    }
+
+    fn complete_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+        parts: Vec<(i32, String)>,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async move {
+            let parts = parts
+                .into_iter()
+                .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+                .collect();
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|out| unquote(out.e_tag()))
+                .map_err(|e| error("CompleteMultipartUpload", bucket, key, &e))
+        })
+    }
+
+    fn abort_multipart<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ObjectStoreError>> {
+        Box::pin(async move {
+            self.client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| error("AbortMultipartUpload", bucket, key, &e))
+        })
+    }
+
+    fn head_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>> {
+        Box::pin(async move {
+            match self
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some(ObjectInfo {
+                    size: out
+                        .content_length()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                    etag: unquote(out.e_tag()),
+                    content_type: out.content_type().map(str::to_owned),
+                })),
+                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+                Err(e) => Err(error("HeadObject", bucket, key, &e)),
+            }
+        })
+    }
+}

@@ -1,0 +1,617 @@
+//! The S3 import pipeline: every file of a device's filesystem to an object, with the
+//! manifest's options, parallel multipart uploads within a memory cap, a re-read verification
+//! and the guide's CSV log.
+
+pub mod content_type;
+pub mod key;
+pub mod log;
+
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use drivers::fs::walk::{walk, Limits, WalkProblem};
+use drivers::fs::{EntryId, EntryKind, FileSystem, FsError, RawName};
+
+use crate::manifest::{JobManifest, Manifest, S3Import};
+use crate::object_store::{ObjectHeaders, ObjectStore, ObjectStoreError};
+use key::{object_key, KeyRejection};
+use log::{LogRow, RowStatus};
+
+const MIB: u64 = 1024 * 1024;
+/// S3's largest object (the guide's "5 TB").
+pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * MIB;
+/// S3's most parts per upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// The smallest part (and the largest single PutObject).
+pub const MIN_PART_BYTES: u64 = 8 * MIB;
+/// The size of each `FileSystem::read` call.
+const READ_CHUNK: usize = 8 * 1024 * 1024;
+
+/// The part size for a file of `size` bytes: 8 MiB, or the whole MiB that fits the file in
+/// 10,000 parts.
+pub fn part_size(size: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    needed.max(MIN_PART_BYTES)
+}
+
+/// Limits of one import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// The most bytes of file data held in memory at once (buffers being uploaded).
+    pub memory_cap: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            memory_cap: 512 * MIB,
+        }
+    }
+}
+
+/// Where the pipeline reports progress; `station` decides where it goes.
+pub trait Progress: Send + Sync {
+    /// The walk found `files` files of `bytes` bytes in all.
+    fn planned(&self, files: u64, bytes: u64);
+    /// Started `path`.
+    fn file(&self, path: &str);
+    /// Read `bytes` more bytes.
+    fn bytes(&self, bytes: u64);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn planned(&self, _: u64, _: u64) {}
+    fn file(&self, _: &str) {}
+    fn bytes(&self, _: u64) {}
+}
+
+/// The result of an import that ran to its end.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// One row per file, in walk order.
+    pub rows: Vec<LogRow>,
+    /// Rows that are errors.
+    pub errors: u64,
+    /// Where the log went.
+    pub log_bucket: String,
+    /// Its key.
+    pub log_key: String,
+}
+
+/// An import that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The manifest is not an S3 import's.
+    #[error("the manifest describes a {0} job, not an S3 import")]
+    WrongKind(&'static str),
+    /// A re-read or the store disagrees with what was uploaded: the job fails.
+    #[error("verification failed for {file}: {why}")]
+    Verification {
+        /// The file.
+        file: String,
+        /// What differs.
+        why: String,
+    },
+    /// The log could not be stored.
+    #[error("the log could not be uploaded: {0}")]
+    Log(ObjectStoreError),
+}
+
+/// A path for the log's File column: UTF-8 as is, other bytes as `\xNN`.
+pub fn display_path(path: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in path.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn path_bytes(path: &[RawName]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, name) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(&name.to_bytes());
+    }
+    out
+}
+
+/// The headers every object of the job gets, before its type.
+fn base_headers(s3: &S3Import, mtime: Option<i64>) -> ObjectHeaders {
+    let mut metadata = s3.static_metadata.clone();
+    if let (Some(name), Some(seconds)) = (&s3.disk_timestamp_metadata_key, mtime) {
+        metadata.push((
+            name.clone(),
+            crate::manifest::HttpDate {
+                unix_seconds: seconds,
+            }
+            .to_string(),
+        ));
+    }
+    ObjectHeaders {
+        content_type: None,
+        content_encoding: None,
+        cache_control: s3.cache_control.clone(),
+        content_disposition: s3.content_disposition.clone(),
+        content_language: s3.content_language.clone(),
+        expires: s3.expires,
+        acl: Some(s3.acl),
+        storage_class: Some(s3.storage_class),
+        metadata,
+    }
+}
+
+/// Reads `buf.len()` bytes of file `id` from `offset` (short only at the end of the file).
+fn read_full(
+    fs: &dyn FileSystem,
+    id: EntryId,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize, FsError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let end = (done + READ_CHUNK).min(buf.len());
+        let n =
+            tokio::task::block_in_place(|| fs.read(id, offset + done as u64, &mut buf[done..end]))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// An upload running in the background; the row is finished when it completes.
+struct Pending {
+    row: usize,
+    task: JoinHandle<Result<String, ObjectStoreError>>,
+}
+
+/// What the upload pass recorded for a file, to verify it afterwards.
+struct Uploaded {
+    row: usize,
+    id: EntryId,
+    size: u64,
+    part_size: u64,
+    multipart: bool,
+}
+
+/// Runs the import of `fs` for `job_id`: uploads, verifies, writes the log.
+///
+/// # Errors
+///
+/// The manifest is not an S3 import's, verification found a difference, or the log could not
+/// be stored. File-level problems are log rows, not errors.
+pub async fn run(
+    fs: &dyn FileSystem,
+    manifest: &Manifest,
+    job_id: &str,
+    store: Arc<dyn ObjectStore>,
+    progress: &dyn Progress,
+    options: Options,
+) -> Result<Outcome, ImportError> {
+    let JobManifest::S3Import(s3) = &manifest.job else {
+        return Err(ImportError::WrongKind(manifest.kind().as_str()));
+    };
+    let walked = walk(fs, Limits::default());
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let files: Vec<_> = walked
+        .entries
+        .iter()
+        .filter(|w| w.entry.kind != EntryKind::Directory)
+        .collect();
+    progress.planned(files.len() as u64, files.iter().map(|w| w.entry.size).sum());
+
+    let cap_mib = u32::try_from(options.memory_cap.div_ceil(MIB).max(1)).unwrap_or(u32::MAX);
+    let memory = Arc::new(Semaphore::new(cap_mib as usize));
+    let permits_for = |bytes: u64| -> u32 {
+        u32::try_from(bytes.div_ceil(MIB).max(1))
+            .unwrap_or(u32::MAX)
+            .min(cap_mib)
+    };
+
+    let mut rows: Vec<LogRow> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut uploaded: Vec<Uploaded> = Vec::new();
+    let bucket = s3.bucket.clone();
+
+    for problem in &walked.problems {
+        let (path, status) = match problem {
+            WalkProblem::Unreadable { path, .. } => (path_bytes(path), RowStatus::ReadError),
+            WalkProblem::Cycle { path, .. } | WalkProblem::TooDeep { path } => {
+                (path_bytes(path), RowStatus::Ignored)
+            }
+            WalkProblem::NameTooLong { parent, .. } => {
+                (path_bytes(parent), RowStatus::InvalidFileName)
+            }
+            WalkProblem::TooManyEntries { .. } => (Vec::new(), RowStatus::ReadError),
+        };
+        rows.push(LogRow {
+            time: now(),
+            file: display_path(&path),
+            status,
+            key: String::new(),
+            md5: String::new(),
+            bytes: 0,
+            content_type: String::new(),
+            etag: String::new(),
+        });
+    }
+
+    for w in files {
+        let entry = &w.entry;
+        let path = w.path_bytes();
+        let file = display_path(&path);
+        progress.file(&file);
+        let mut row = LogRow {
+            time: now(),
+            file: file.clone(),
+            status: RowStatus::Ok,
+            key: String::new(),
+            md5: String::new(),
+            bytes: entry.size,
+            content_type: String::new(),
+            etag: String::new(),
+        };
+        let at_root = w.path.len() == 1;
+        let utf8 = std::str::from_utf8(&path).ok();
+        if at_root && path == b"SIGNATURE" {
+            row.status = RowStatus::Ignored;
+            rows.push(row);
+            continue;
+        }
+        if entry.kind != EntryKind::File {
+            row.status = RowStatus::Ignored;
+            row.bytes = 0;
+            rows.push(row);
+            continue;
+        }
+        if utf8.is_some_and(|p| s3.is_ignored(p)) {
+            row.status = RowStatus::Ignored;
+            rows.push(row);
+            continue;
+        }
+        let key = match object_key(&s3.prefix, &path, &s3.substitutions) {
+            Ok(key) => key,
+            Err(rejection) => {
+                row.status = match rejection {
+                    KeyRejection::NotUtf8 => RowStatus::InvalidFileName,
+                    KeyRejection::TooLong(_) => RowStatus::KeyTooLong,
+                    KeyRejection::EmptiedBySubstitution => RowStatus::InvalidSubstitution,
+                };
+                rows.push(row);
+                continue;
+            }
+        };
+        row.key = format!("{bucket}/{key}");
+        if entry.size > MAX_OBJECT_BYTES {
+            row.status = RowStatus::FileTooLarge;
+            rows.push(row);
+            continue;
+        }
+        let name = w.path.last().and_then(RawName::to_utf8).unwrap_or_default();
+        let mut headers = base_headers(s3, entry.mtime.map(|t| t.seconds));
+        let size = entry.size;
+        let part = part_size(size);
+
+        // The first buffer: the whole file when it is one part, else the first part.
+        let first_len = size.min(part);
+        let permit = match Arc::clone(&memory)
+            .acquire_many_owned(permits_for(first_len))
+            .await
+        {
+            Ok(p) => p,
+            Err(_) => break, // The semaphore is never closed.
+        };
+        let mut buf = vec![0u8; usize::try_from(first_len).unwrap_or(0)];
+        let read = match read_full(fs, entry.id, 0, &mut buf) {
+            Ok(n) if n as u64 == first_len => n,
+            Ok(_) | Err(_) => {
+                row.status = RowStatus::ReadError;
+                rows.push(row);
+                continue;
+            }
+        };
+        progress.bytes(read as u64);
+        let types = content_type::type_headers(s3, &name, &buf[..buf.len().min(16)]);
+        headers.content_type = types.content_type.clone();
+        headers.content_encoding = types.content_encoding.map(str::to_owned);
+        row.content_type = types
+            .content_type
+            .unwrap_or_else(|| content_type::S3_DEFAULT_CONTENT_TYPE.to_owned());
+
+        let mut whole = Md5::new();
+        whole.update(&buf);
+        if size <= part {
+            let md5: [u8; 16] = Md5::digest(&buf).into();
+            row.md5 = hex::encode(md5);
+            let store = Arc::clone(&store);
+            let (bucket, key) = (bucket.clone(), key.clone());
+            let task = tokio::spawn(async move {
+                let result = store.put_object(&bucket, &key, buf, md5, &headers).await;
+                drop(permit);
+                result
+            });
+            pending.push(Pending {
+                row: rows.len(),
+                task,
+            });
+            uploaded.push(Uploaded {
+                row: rows.len(),
+                id: entry.id,
+                size,
+                part_size: part,
+                multipart: false,
+            });
+            rows.push(row);
+            continue;
+        }
+
+        // Multipart: parts upload in the background while the next ones are read.
+        let upload_id = match store.create_multipart(&bucket, &key, &headers).await {
+            Ok(id) => id,
+            Err(e) => {
+                row.status = failure_status(&e);
+                rows.push(row);
+                continue;
+            }
+        };
+        let mut parts: Vec<(i32, JoinHandle<Result<String, ObjectStoreError>>)> = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        let mut first = Some((buf, permit));
+        let mut read_failed = false;
+        while offset < size {
+            let len = part.min(size - offset);
+            let (buf, permit) = match first.take() {
+                Some(b) => b,
+                None => {
+                    let permit = match Arc::clone(&memory)
+                        .acquire_many_owned(permits_for(len))
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    };
+                    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                    match read_full(fs, entry.id, offset, &mut buf) {
+                        Ok(n) if n as u64 == len => {}
+                        _ => {
+                            read_failed = true;
+                            break;
+                        }
+                    }
+                    progress.bytes(len);
+                    whole.update(&buf);
+                    (buf, permit)
+                }
+            };
+            let md5: [u8; 16] = Md5::digest(&buf).into();
+            let store = Arc::clone(&store);
+            let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
+            parts.push((
+                number,
+                tokio::spawn(async move {
+                    let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
+                    drop(permit);
+                    result
+                }),
+            ));
+            offset += len;
+            number += 1;
+        }
+        let mut etags = Vec::new();
+        let mut failure = None;
+        for (n, task) in parts {
+            match task.await {
+                Ok(Ok(etag)) => etags.push((n, etag)),
+                Ok(Err(e)) => failure = failure.or(Some(failure_status(&e))),
+                Err(_) => {
+                    failure = failure.or(Some(RowStatus::UploadFailed("InternalError".into())))
+                }
+            }
+        }
+        if read_failed {
+            failure = Some(RowStatus::ReadError);
+        }
+        let result = match failure {
+            None => {
+                store
+                    .complete_multipart(&bucket, &key, &upload_id, etags)
+                    .await
+            }
+            Some(status) => {
+                // Never leave parts behind.
+                let _ = store.abort_multipart(&bucket, &key, &upload_id).await;
+                row.status = status;
+                rows.push(row);
+                continue;
+            }
+        };
+        match result {
+            Ok(etag) => {
+                row.md5 = hex::encode(whole.finalize());
+                row.etag = etag;
+                uploaded.push(Uploaded {
+                    row: rows.len(),
+                    id: entry.id,
+                    size,
+                    part_size: part,
+                    multipart: true,
+                });
+            }
+            Err(e) => {
+                let _ = store.abort_multipart(&bucket, &key, &upload_id).await;
+                row.status = failure_status(&e);
+            }
+        }
+        rows.push(row);
+    }
+
+    for p in pending {
+        match p.task.await {
+            Ok(Ok(etag)) => rows[p.row].etag = etag,
+            Ok(Err(e)) => rows[p.row].status = failure_status(&e),
+            Err(_) => rows[p.row].status = RowStatus::UploadFailed("InternalError".into()),
+        }
+    }
+
+    verify(fs, &bucket, &rows, &uploaded, store.as_ref()).await?;
+
+    let errors = rows.iter().filter(|r| r.status.is_error()).count() as u64;
+    let log_bucket = manifest.log_bucket().to_owned();
+    let log_key = manifest.log_key(job_id);
+    let text = log::render(&rows);
+    let md5: [u8; 16] = Md5::digest(text.as_bytes()).into();
+    let headers = ObjectHeaders {
+        content_type: Some("text/csv; charset=utf-8".into()),
+        ..ObjectHeaders::default()
+    };
+    store
+        .put_object(&log_bucket, &log_key, text.into_bytes(), md5, &headers)
+        .await
+        .map_err(ImportError::Log)?;
+    Ok(Outcome {
+        rows,
+        errors,
+        log_bucket,
+        log_key,
+    })
+}
+
+fn failure_status(e: &ObjectStoreError) -> RowStatus {
+    if e.code == "AccessDenied" {
+        RowStatus::AccessDenied
+    } else {
+        RowStatus::UploadFailed(e.code.clone())
+    }
+}
+
+/// Re-reads every uploaded file, and compares its MD5 with the log and the store's ETag and
+/// size with what was uploaded.
+async fn verify(
+    fs: &dyn FileSystem,
+    bucket: &str,
+    rows: &[LogRow],
+    uploaded: &[Uploaded],
+    store: &dyn ObjectStore,
+) -> Result<(), ImportError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    for u in uploaded {
+        let row = &rows[u.row];
+        if row.status != RowStatus::Ok {
+            continue;
+        }
+        let fail = |why: String| ImportError::Verification {
+            file: row.file.clone(),
+            why,
+        };
+        let mut whole = Md5::new();
+        let mut part_md5s: Vec<u8> = Vec::new();
+        let mut part = Md5::new();
+        let mut in_part = 0u64;
+        let mut offset = 0u64;
+        while offset < u.size {
+            let want = usize::try_from(
+                (u.size - offset)
+                    .min(READ_CHUNK as u64)
+                    .min(u.part_size - in_part),
+            )
+            .unwrap_or(READ_CHUNK);
+            let n = read_full(fs, u.id, offset, &mut buf[..want])
+                .map_err(|e| fail(format!("re-reading failed: {e}")))?;
+            if n != want {
+                return Err(fail(format!(
+                    "the file ended at byte {} on re-reading",
+                    offset + n as u64
+                )));
+            }
+            whole.update(&buf[..n]);
+            part.update(&buf[..n]);
+            offset += n as u64;
+            in_part += n as u64;
+            if in_part == u.part_size || offset == u.size {
+                part_md5s.extend_from_slice(&std::mem::take(&mut part).finalize());
+                in_part = 0;
+            }
+        }
+        let md5 = hex::encode(whole.finalize());
+        if md5 != row.md5 {
+            return Err(fail(format!(
+                "MD5 {md5} on re-reading, {} when uploaded",
+                row.md5
+            )));
+        }
+        let expected_etag = if u.multipart {
+            format!(
+                "{}-{}",
+                hex::encode(Md5::digest(&part_md5s)),
+                part_md5s.len() / 16
+            )
+        } else {
+            md5.clone()
+        };
+        let key = row
+            .key
+            .strip_prefix(&format!("{bucket}/"))
+            .unwrap_or(&row.key);
+        let info = store
+            .head_object(bucket, key)
+            .await
+            .map_err(|e| fail(format!("HEAD failed: {e}")))?
+            .ok_or_else(|| fail("the object is missing from the bucket".into()))?;
+        if info.size != u.size {
+            return Err(fail(format!(
+                "the object has {} bytes, the file {}",
+                info.size, u.size
+            )));
+        }
+        if info.etag != expected_etag {
+            return Err(fail(format!(
+                "the object's ETag is {}, expected {expected_etag}",
+                info.etag
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_fit_5_tb_in_10000_parts() {
+        assert_eq!(part_size(0), MIN_PART_BYTES);
+        assert_eq!(part_size(78 * 1024 * MIB), MIN_PART_BYTES);
+        assert_eq!(part_size(80 * 1024 * MIB), 9 * MIB);
+        let five_tb = MAX_OBJECT_BYTES;
+        let p = part_size(five_tb);
+        assert!(five_tb.div_ceil(p) <= MAX_PARTS);
+        assert_eq!(p % MIB, 0);
+    }
+
+    #[test]
+    fn paths_show_bad_bytes() {
+        assert_eq!(display_path(b"caf\xe9/x"), "caf\\xe9/x");
+        assert_eq!(display_path("café".as_bytes()), "café");
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests;

@@ -1,0 +1,209 @@
+//! The AWS side as the control plane sees it: do the job's buckets and vaults exist, in which
+//! region, and putting a document into the log bucket. Implemented with the AWS SDK against
+//! the configured endpoints (AWS itself, or a local server such as moto).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use pipelines::manifest::Region;
+
+use crate::config::Config;
+
+/// A boxed future, so the trait can be used as `dyn Targets`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A target could not be asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct TargetError {
+    /// What was being done (`HeadBucket my-bucket`).
+    pub what: String,
+    /// The service's answer or the connection error.
+    pub message: String,
+}
+
+/// Questions CreateJob asks the targets.
+pub trait Targets: Send + Sync {
+    /// The region of `bucket`, or `None` when it does not exist.
+    fn bucket_region<'a>(
+        &'a self,
+        bucket: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, TargetError>>;
+
+    /// Whether Glacier vault `vault` exists in `region`.
+    fn vault_exists<'a>(
+        &'a self,
+        region: Region,
+        vault: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TargetError>>;
+
+    /// Puts `body` at `bucket`/`key`.
+    fn put_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        content_type: &'a str,
+    ) -> BoxFuture<'a, Result<(), TargetError>>;
+}
+
+/// The targets through the AWS SDK.
+pub struct SdkTargets {
+    s3: aws_sdk_s3::Client,
+    glacier: BTreeMap<&'static str, aws_sdk_glacier::Client>,
+}
+
+impl SdkTargets {
+    /// Clients for every region, with the config's endpoints and profiles. The S3 client
+    /// uses us-east-1's settings (bucket lookups are global); `endpoint_override` replaces
+    /// every region's endpoint (stationd `--endpoint-url`).
+    pub async fn new(config: &Config, endpoint_override: Option<&str>) -> Self {
+        let mut glacier = BTreeMap::new();
+        let mut s3 = None;
+        for region in Region::ALL {
+            let target = config
+                .targets
+                .get(region.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(region.as_str()));
+            if let Some(profile) = &target.profile {
+                loader = loader.profile_name(profile);
+            }
+            if let Some(endpoint) = endpoint_override.or(target.endpoint.as_deref()) {
+                loader = loader.endpoint_url(endpoint);
+            }
+            let shared = loader.load().await;
+            if region == Region::UsEast1 {
+                let conf = aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(true)
+                    .build();
+                s3 = Some(aws_sdk_s3::Client::from_conf(conf));
+            }
+            glacier.insert(region.as_str(), aws_sdk_glacier::Client::new(&shared));
+        }
+        let s3 = match s3 {
+            Some(s3) => s3,
+            None => {
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                aws_sdk_s3::Client::new(&shared)
+            }
+        };
+        Self { s3, glacier }
+    }
+}
+
+fn describe<E: ProvideErrorMetadata + std::fmt::Debug>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> String {
+    match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("error"),
+            service.message().unwrap_or("")
+        ),
+        None => format!("{e:?}").chars().take(300).collect(),
+    }
+}
+
+impl Targets for SdkTargets {
+    fn bucket_region<'a>(
+        &'a self,
+        bucket: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, TargetError>> {
+        Box::pin(async move {
+            match self.s3.get_bucket_location().bucket(bucket).send().await {
+                Ok(out) => {
+                    // An empty LocationConstraint means us-east-1.
+                    let region = out
+                        .location_constraint()
+                        .map(|c| c.as_str().to_owned())
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "us-east-1".to_owned());
+                    Ok(Some(region))
+                }
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchBucket")
+                        || e.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(TargetError {
+                    what: format!("GetBucketLocation {bucket}"),
+                    message: describe(&e),
+                }),
+            }
+        })
+    }
+
+    fn vault_exists<'a>(
+        &'a self,
+        region: Region,
+        vault: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TargetError>> {
+        Box::pin(async move {
+            let Some(client) = self.glacier.get(region.as_str()) else {
+                return Ok(false);
+            };
+            match client
+                .describe_vault()
+                .account_id("-")
+                .vault_name(vault)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                // AWS answers ResourceNotFoundException; moto answers VaultNotFound.
+                Err(e)
+                    if matches!(
+                        e.as_service_error().and_then(|s| s.code()),
+                        Some("ResourceNotFoundException" | "VaultNotFound")
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(TargetError {
+                    what: format!("DescribeVault {vault} in {region}"),
+                    message: match e.as_service_error() {
+                        Some(s) => format!(
+                            "{}: {}",
+                            s.code().unwrap_or("error"),
+                            s.message().unwrap_or("")
+                        ),
+                        None => format!("{e:?}").chars().take(300).collect(),
+                    },
+                }),
+            }
+        })
+    }
+
+    fn put_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        content_type: &'a str,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            self.s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| TargetError {
+                    what: format!("PutObject {bucket}/{key}"),
+                    message: describe(&e),
+                })
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The control-plane API with the real `aws importexport` (awscli v1) and boto3, against a
+//! real stationd whose buckets and vaults live on a moto server. The client-side checks are in
+//! tests/api/clients.py; this module starts the servers and runs it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helper::stationctl;
+
+/// Kills a server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Python environment scripts/setup makes (awscli, boto3, moto).
+fn venv() -> PathBuf {
+    let venv = std::env::var_os("STATION_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    assert!(
+        venv.join("bin/aws").exists(),
+        "{} has no awscli: run scripts/setup first",
+        venv.display()
+    );
+    venv
+}
+
+#[test]
+fn aws_cli_and_boto3_against_stationd_and_moto() {
+    let venv = venv();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("stationd.yaml");
+    std::fs::write(&config, "station_name: test-dock\n").unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let config_arg = config.display().to_string();
+
+    let moto_port = free_port();
+    let _moto = Server(
+        Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("moto_server: {e}")),
+    );
+
+    let mut keys = Vec::new();
+    for name in ["acme", "other", "quota"] {
+        let run = stationctl(
+            &[
+                "--config",
+                &config_arg,
+                "account",
+                "create",
+                name,
+                "--data-dir",
+                &data_arg,
+            ],
+            b"",
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let line = run.stdout.trim_end().to_owned();
+        // The contract: access key ID and secret on one line, one space between.
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{line}");
+        assert!(
+            parts[0].starts_with("AKIA") && parts[1].len() == 40,
+            "{line}"
+        );
+        keys.push(line);
+    }
+
+    let api_port = free_port();
+    wait_for_port(moto_port, "moto");
+    let _stationd = Server(
+        Command::new(env!("CARGO_BIN_EXE_stationd"))
+            .args([
+                "--config",
+                &config_arg,
+                "--data-dir",
+                &data_arg,
+                "--api-listen",
+                &format!("127.0.0.1:{api_port}"),
+                "--endpoint-url",
+                &format!("http://127.0.0.1:{moto_port}"),
+                "run",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .spawn()
+            .unwrap_or_else(|e| panic!("stationd: {e}")),
+    );
+    wait_for_port(api_port, "stationd");
+
+    let data_path = std::fs::read_dir(venv.join("lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("site-packages/awscli/botocore/data"))
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(venv.join("bin/python"))
+        .arg(repo().join("tests/api/clients.py"))
+        .env("PATH", path)
+        // boto3's botocore lacks the importexport model; awscli v1 ships it.
+        .env("AWS_DATA_PATH", data_path)
+        .env("STATION_ENDPOINT", format!("http://127.0.0.1:{api_port}"))
+        .env("MOTO_ENDPOINT", format!("http://127.0.0.1:{moto_port}"))
+        .env("STATION_DB", data.join("station.db"))
+        .env("ACME_KEYS", &keys[0])
+        .env("OTHER_KEYS", &keys[1])
+        .env("QUOTA_KEYS", &keys[2])
+        .env(
+            "GUIDE_MANIFESTS",
+            repo().join("pipelines/testdata/manifests/guide"),
+        )
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "client checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
