@@ -212,7 +212,7 @@ impl Default for EraseConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the configuration {path}: {source}")]
+    #[error("cannot read the configuration {path}")]
     Read {
         /// The file.
         path: PathBuf,

@@ -19,7 +19,7 @@ const NONCE_LEN: usize = 12;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file could not be read or created.
-    #[error("station key {path}: {source}")]
+    #[error("station key {path}")]
     Io {
         /// The key file.
         path: PathBuf,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod inspect;
 pub mod job;
 pub mod keys;
+pub mod load;
 pub mod logging;
 pub mod pdf;
 pub mod store;

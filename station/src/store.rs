@@ -17,7 +17,7 @@ pub const DATABASE_FILE: &str = "station.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite failed.
-    #[error("station database {path}: {source}")]
+    #[error("station database {path}")]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     Io {
         /// The directory.
         path: PathBuf,

@@ -62,41 +62,48 @@ impl SdkTargets {
     /// every region's endpoint (stationd `--endpoint-url`).
     pub async fn new(config: &Config, endpoint_override: Option<&str>) -> Self {
         let mut glacier = BTreeMap::new();
-        let mut s3 = None;
         for region in Region::ALL {
-            let target = config
-                .targets
-                .get(region.as_str())
-                .cloned()
-                .unwrap_or_default();
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(region.as_str()));
-            if let Some(profile) = &target.profile {
-                loader = loader.profile_name(profile);
-            }
-            if let Some(endpoint) = endpoint_override.or(target.endpoint.as_deref()) {
-                loader = loader.endpoint_url(endpoint);
-            }
-            let shared = loader.load().await;
-            if region == Region::UsEast1 {
-                let conf = aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(true)
-                    .build();
-                s3 = Some(aws_sdk_s3::Client::from_conf(conf));
-            }
+            let shared = region_config(config, region, endpoint_override).await;
             glacier.insert(region.as_str(), aws_sdk_glacier::Client::new(&shared));
         }
-        let s3 = match s3 {
-            Some(s3) => s3,
-            None => {
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
-                aws_sdk_s3::Client::new(&shared)
-            }
-        };
-        Self { s3, glacier }
+        Self {
+            s3: s3_client(config, endpoint_override).await,
+            glacier,
+        }
     }
+}
+
+/// The SDK configuration of one region: the config's endpoint and profile for it, or
+/// `endpoint_override` for every region; credentials from the standard chain.
+pub async fn region_config(
+    config: &Config,
+    region: Region,
+    endpoint_override: Option<&str>,
+) -> aws_config::SdkConfig {
+    let target = config
+        .targets
+        .get(region.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.as_str()));
+    if let Some(profile) = &target.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(endpoint) = endpoint_override.or(target.endpoint.as_deref()) {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}
+
+/// The S3 client: us-east-1's settings (bucket names are global), path-style addressing so
+/// local S3 servers work.
+pub async fn s3_client(config: &Config, endpoint_override: Option<&str>) -> aws_sdk_s3::Client {
+    let shared = region_config(config, Region::UsEast1, endpoint_override).await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 fn describe<E: ProvideErrorMetadata + std::fmt::Debug>(

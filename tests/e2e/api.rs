@@ -2,57 +2,9 @@
 //! real stationd whose buckets and vaults live on a moto server. The client-side checks are in
 //! tests/api/clients.py; this module starts the servers and runs it.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::helper::stationctl;
-
-/// Kills a server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The Python environment scripts/setup makes (awscli, boto3, moto).
-fn venv() -> PathBuf {
-    let venv = std::env::var_os("STATION_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv"));
-    assert!(
-        venv.join("bin/aws").exists(),
-        "{} has no awscli: run scripts/setup first",
-        venv.display()
-    );
-    venv
-}
+use crate::helper::{free_port, repo, start_moto, stationctl, venv, wait_for_port, Server};
 
 #[test]
 fn aws_cli_and_boto3_against_stationd_and_moto() {
@@ -64,15 +16,7 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     let data_arg = data.display().to_string();
     let config_arg = config.display().to_string();
 
-    let moto_port = free_port();
-    let _moto = Server(
-        Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("moto_server: {e}")),
-    );
+    let (_moto, moto_port) = start_moto();
 
     let mut keys = Vec::new();
     for name in ["acme", "other", "quota"] {
@@ -101,7 +45,6 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     }
 
     let api_port = free_port();
-    wait_for_port(moto_port, "moto");
     let _stationd = Server(
         Command::new(env!("CARGO_BIN_EXE_stationd"))
             .args([

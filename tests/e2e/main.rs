@@ -3,5 +3,6 @@
 mod api;
 mod helper;
 mod inspect;
+mod load;
 mod manifest_check;
 mod stationd_config;

@@ -11,7 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +59,22 @@ enum Command {
         /// filesystem).
         #[arg(long, requires = "files")]
         partition: Option<u32>,
+    },
+    /// Run one import in the foreground (no daemon): prints the log's `bucket/key` last;
+    /// exits 0 on Complete, 3 on SuccessWithErrors, 1 on failure.
+    Load {
+        /// The device or image to load.
+        #[arg(long)]
+        device: PathBuf,
+        /// The job's manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The job ID (names the log: logPrefix + import-log- + ID).
+        #[arg(long)]
+        job_id: String,
+        /// The endpoint of every target region (e.g. a local S3 server).
+        #[arg(long)]
+        endpoint_url: Option<String>,
     },
     /// Manage customer accounts (works on the database directly; no daemon needed).
     Account {
@@ -109,6 +125,44 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Load {
+            device,
+            manifest,
+            job_id,
+            endpoint_url,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let text = read_input(&manifest)?;
+            let progress = station::load::TerminalProgress::new(std::io::stderr().is_terminal());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let result = runtime.block_on(station::load::load(
+                &config,
+                &device,
+                &text,
+                &job_id,
+                endpoint_url.as_deref(),
+                &progress,
+            ));
+            match result {
+                Ok(station::load::LoadResult::Complete { log }) => {
+                    println!("Complete");
+                    println!("{log}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(station::load::LoadResult::SuccessWithErrors { log, errors }) => {
+                    println!("SuccessWithErrors: {errors} errors, see the log");
+                    println!("{log}");
+                    Ok(ExitCode::from(3))
+                }
+                Err(e) => {
+                    eprintln!("stationctl: load failed: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Account {
             command: AccountCommand::Create { name, data_dir },
         } => {

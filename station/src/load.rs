@@ -1,0 +1,153 @@
+//! `stationctl load`: one import in the foreground, without the daemon.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pipelines::manifest::{self, JobManifest, JobType};
+use pipelines::object_store::S3Store;
+use pipelines::s3_import::{self, Options, Progress};
+
+use crate::config::Config;
+use crate::inspect::inspect;
+
+/// How a load ended, as `stationctl load`'s exit code says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadResult {
+    /// Every file loaded: exit 0.
+    Complete {
+        /// `bucket/key` of the log.
+        log: String,
+    },
+    /// Loaded with errors in the log: exit 3.
+    SuccessWithErrors {
+        /// `bucket/key` of the log.
+        log: String,
+        /// Error rows.
+        errors: u64,
+    },
+}
+
+/// A progress line on stderr, redrawn at most five times a second.
+pub struct TerminalProgress {
+    start: Instant,
+    files: AtomicU64,
+    planned_files: AtomicU64,
+    bytes: AtomicU64,
+    planned_bytes: AtomicU64,
+    last: Mutex<Instant>,
+    enabled: bool,
+}
+
+impl TerminalProgress {
+    /// A progress line; `enabled` false keeps stderr quiet (not a terminal).
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            start: Instant::now(),
+            files: AtomicU64::new(0),
+            planned_files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            planned_bytes: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+            enabled,
+        }
+    }
+
+    fn draw(&self, force: bool) {
+        if !self.enabled {
+            return;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        *last = Instant::now();
+        let mib = |b: u64| b as f64 / 1_048_576.0;
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let _ = write!(
+            std::io::stderr(),
+            "\r{:>10.1} / {:.1} MiB  {} / {} files  {:.1} MB/s   ",
+            mib(bytes),
+            mib(self.planned_bytes.load(Ordering::Relaxed)),
+            self.files.load(Ordering::Relaxed),
+            self.planned_files.load(Ordering::Relaxed),
+            bytes as f64 / secs / 1e6
+        );
+    }
+
+    /// Draws the final state and ends the line.
+    pub fn finish(&self) {
+        if self.enabled {
+            self.draw(true);
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn planned(&self, files: u64, bytes: u64) {
+        self.planned_files.store(files, Ordering::Relaxed);
+        self.planned_bytes.store(bytes, Ordering::Relaxed);
+        self.draw(true);
+    }
+    fn file(&self, _path: &str) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.draw(false);
+    }
+    fn bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.draw(false);
+    }
+}
+
+/// Loads `device` for job `job_id` as `manifest_text` says.
+///
+/// # Errors
+///
+/// The manifest is invalid or not an S3 import, the device or its filesystem cannot be read,
+/// verification failed, or the log could not be stored.
+pub async fn load(
+    config: &Config,
+    device: &Path,
+    manifest_text: &[u8],
+    job_id: &str,
+    endpoint_override: Option<&str>,
+    progress: &TerminalProgress,
+) -> anyhow::Result<LoadResult> {
+    let manifest = manifest::parse(manifest_text, JobType::Import, &config.manifest_rules())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !matches!(manifest.job, JobManifest::S3Import(_)) {
+        anyhow::bail!(
+            "the manifest describes a {} job; stationctl load runs S3 imports",
+            manifest.kind()
+        );
+    }
+    let inspected = inspect(device)?;
+    let source = inspected.select(None)?;
+    let fs = drivers::fs::open_filesystem(source)?;
+    for warning in fs.warnings() {
+        tracing::warn!(device = %device.display(), "{warning}");
+        eprintln!("warning: {warning}");
+    }
+    let store = Arc::new(S3Store::new(
+        crate::targets::s3_client(config, endpoint_override).await,
+    ));
+    let options = Options {
+        memory_cap: config.transfer.memory_cap_mib * 1024 * 1024,
+    };
+    let outcome = s3_import::run(fs.as_ref(), &manifest, job_id, store, progress, options).await;
+    progress.finish();
+    let outcome = outcome?;
+    let log = format!("{}/{}", outcome.log_bucket, outcome.log_key);
+    Ok(if outcome.errors == 0 {
+        LoadResult::Complete { log }
+    } else {
+        LoadResult::SuccessWithErrors {
+            log,
+            errors: outcome.errors,
+        }
+    })
+}
