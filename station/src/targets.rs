@@ -85,8 +85,11 @@ pub async fn region_config(
         .get(region.as_str())
         .cloned()
         .unwrap_or_default();
+    // Standard retries with exponential backoff and jitter; five attempts ride out a
+    // store's brief overload without hiding a real outage for long.
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.as_str()));
+        .region(aws_config::Region::new(region.as_str()))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
     if let Some(profile) = &target.profile {
         loader = loader.profile_name(profile);
     }
