@@ -14,7 +14,7 @@ use drivers::fs::walk::{walk, Limits};
 use drivers::fs::{EntryKind, ExtentKind, FileSystem, FsError, FsType};
 use drivers::source::{ImageFile, IoError, MemorySource, ReadAt};
 
-use crate::helper::{self, Fixture, Seen};
+use crate::helper::{self, Fixture, Flipped, Rng, Seen};
 
 fn build(kind: &str) -> Fixture {
     helper::build("ext.sh", &[kind])
@@ -315,54 +315,6 @@ fn ext4_reads_files_in_large_runs() {
         tree.len(),
         start.elapsed().as_secs_f64()
     );
-}
-
-/// An image in memory with some bytes replaced, without copying it for every run.
-struct Flipped {
-    base: Arc<Vec<u8>>,
-    flips: BTreeMap<u64, u8>,
-}
-
-impl ReadAt for Flipped {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.base.len() as u64);
-        let Some(end) = end else {
-            return Err(IoError::past_end(
-                "flipped.img",
-                offset,
-                buf.len(),
-                self.size(),
-            ));
-        };
-        buf.copy_from_slice(&self.base[offset as usize..end as usize]);
-        for (&at, &byte) in self.flips.range(offset..end) {
-            buf[(at - offset) as usize] = byte;
-        }
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.base.len() as u64
-    }
-    fn describe(&self) -> String {
-        "flipped.img".into()
-    }
-}
-
-/// xorshift64*: a seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Everything a pipeline would do with a volume: open, walk, map and read every file (the

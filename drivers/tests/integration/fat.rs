@@ -13,7 +13,7 @@ use drivers::fs::walk::{walk, Limits};
 use drivers::fs::{EntryKind, ExtentKind, FileSystem, FsType, Zone};
 use drivers::source::{ImageFile, IoError, ReadAt};
 
-use crate::helper::{self, Fixture};
+use crate::helper::{self, Fixture, Flipped, Rng};
 
 fn open(fixture: &Fixture, image: &str) -> FatFs {
     let image = ImageFile::open(&fixture.path(image)).unwrap_or_else(|e| panic!("{e}"));
@@ -256,53 +256,6 @@ fn fat32_reads_files_in_large_runs() {
 #[test]
 fn loop_exfat_reads_files_in_large_runs() {
     reads_are_large_and_few("exfat.sh", "exfat.img");
-}
-
-/// An image in memory with some bytes changed (no copy of the whole image per run).
-struct Flipped {
-    base: Arc<Vec<u8>>,
-    flips: BTreeMap<u64, u8>,
-}
-
-impl ReadAt for Flipped {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.base.len() as u64) {
-            return Err(IoError::past_end(
-                "flipped.img",
-                offset,
-                buf.len(),
-                self.size(),
-            ));
-        }
-        let start = offset as usize;
-        buf.copy_from_slice(&self.base[start..start + buf.len()]);
-        for (&at, &value) in self.flips.range(offset..offset + buf.len() as u64) {
-            buf[(at - offset) as usize] = value;
-        }
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.base.len() as u64
-    }
-    fn describe(&self) -> String {
-        "flipped.img".into()
-    }
-}
-
-/// xorshift64*: a small seeded generator, so a failing run can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// What one corrupted image did.

@@ -8,9 +8,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use drivers::fs::walk::{walk, Limits};
 use drivers::fs::{EntryKind, FileSystem};
+use drivers::source::{IoError, ReadAt};
 use md5::{Digest, Md5};
 
 /// A fixture built into a temporary directory: `dir/src` (the source tree, when the script
@@ -199,4 +201,51 @@ pub fn assert_same_tree(
         differences.len(),
         differences.join("\n")
     );
+}
+
+/// An image in memory with some bytes changed (no copy of the whole image per run).
+pub struct Flipped {
+    pub base: Arc<Vec<u8>>,
+    pub flips: BTreeMap<u64, u8>,
+}
+
+impl ReadAt for Flipped {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.base.len() as u64) {
+            return Err(IoError::past_end(
+                "flipped.img",
+                offset,
+                buf.len(),
+                self.size(),
+            ));
+        }
+        let start = offset as usize;
+        buf.copy_from_slice(&self.base[start..start + buf.len()]);
+        for (&at, &value) in self.flips.range(offset..offset + buf.len() as u64) {
+            buf[(at - offset) as usize] = value;
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.base.len() as u64
+    }
+    fn describe(&self) -> String {
+        "flipped.img".into()
+    }
+}
+
+/// xorshift64*: a small seeded generator, so a failing run can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }

@@ -1171,25 +1171,7 @@ impl Validator<'_> {
         top: &mut Fields<'e>,
         allowed: &[&str],
     ) -> Option<(Fields<'e>, Region)> {
-        let Some(entry) = top.take("operations") else {
-            self.error(
-                Code::MissingManifestField,
-                "operations",
-                None,
-                "operations is required: one entry with destination, source and region.",
-            );
-            return None;
-        };
-        let items = self.list_of_maps(entry, "operations")?;
-        if items.is_empty() {
-            self.error(
-                Code::MissingManifestField,
-                "operations",
-                Some(entry.line),
-                "operations has no entry. Give one `- destination: ...` entry.",
-            );
-            return None;
-        }
+        let items = self.operations(top, "one entry with destination, source and region")?;
         let mut regions = Vec::new();
         for (i, (item_line, op)) in items.iter().enumerate() {
             if let Some(e) = op.iter().find(|e| e.key == "region") {
@@ -1414,25 +1396,8 @@ impl Validator<'_> {
         top: &mut Fields,
         default_target: Option<String>,
     ) -> Option<Vec<ExportOperation>> {
-        let Some(entry) = top.take("operations") else {
-            self.error(
-                Code::MissingManifestField,
-                "operations",
-                None,
-                "operations is required: one `- exportBucket: NAME` entry per bucket to export.",
-            );
-            return None;
-        };
-        let items = self.list_of_maps(entry, "operations")?;
-        if items.is_empty() {
-            self.error(
-                Code::MissingManifestField,
-                "operations",
-                Some(entry.line),
-                "operations has no entry. Give one `- exportBucket: NAME` entry per bucket.",
-            );
-            return None;
-        }
+        let items =
+            self.operations(top, "one `- exportBucket: NAME` entry per bucket to export")?;
         let mut out = Vec::new();
         let mut ok = true;
         for (i, (line, op)) in items.into_iter().enumerate() {
@@ -1478,6 +1443,35 @@ impl Validator<'_> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// The `operations` list: present, a list of maps, not empty. `wanted` says what an entry
+    /// holds, for the messages.
+    fn operations<'e>(
+        &mut self,
+        top: &mut Fields<'e>,
+        wanted: &str,
+    ) -> Option<Vec<(usize, &'e [Entry])>> {
+        let Some(entry) = top.take("operations") else {
+            self.error(
+                Code::MissingManifestField,
+                "operations",
+                None,
+                format!("operations is required: {wanted}."),
+            );
+            return None;
+        };
+        let items = self.list_of_maps(entry, "operations")?;
+        if items.is_empty() {
+            self.error(
+                Code::MissingManifestField,
+                "operations",
+                Some(entry.line),
+                format!("operations has no entry; give {wanted}."),
+            );
+            return None;
+        }
+        Some(items)
     }
 
     /// A directory on the export device: `/`-separated, relative to the root.
