@@ -7,7 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod glacier_import;
 pub mod manifest;
 pub mod object_store;
 pub mod s3_import;
 pub mod signature;
+pub mod tree_hash;
+pub mod vault_store;

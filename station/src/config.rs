@@ -112,8 +112,15 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TargetConfig {
-    /// An endpoint URL replacing AWS's (an S3-compatible store, a local test server).
+    /// An endpoint URL replacing AWS's for every service (an S3-compatible store, a local
+    /// test server).
     pub endpoint: Option<String>,
+    /// An endpoint for S3 only (beats `endpoint`).
+    pub s3_endpoint: Option<String>,
+    /// An endpoint for Glacier only (beats `endpoint`).
+    pub glacier_endpoint: Option<String>,
+    /// An endpoint for the EBS direct API only (beats `endpoint`).
+    pub ebs_endpoint: Option<String>,
     /// The AWS credentials profile to use.
     pub profile: Option<String>,
 }
@@ -313,12 +320,19 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(endpoint) = &target.endpoint {
-                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(invalid(
-                        &format!("targets.{region}.endpoint"),
-                        format!("`{endpoint}` must be an http:// or https:// URL"),
-                    ));
+            for (name, endpoint) in [
+                ("endpoint", &target.endpoint),
+                ("s3_endpoint", &target.s3_endpoint),
+                ("glacier_endpoint", &target.glacier_endpoint),
+                ("ebs_endpoint", &target.ebs_endpoint),
+            ] {
+                if let Some(endpoint) = endpoint {
+                    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                        return Err(invalid(
+                            &format!("targets.{region}.{name}"),
+                            format!("`{endpoint}` must be an http:// or https:// URL"),
+                        ));
+                    }
                 }
             }
         }

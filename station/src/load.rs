@@ -119,11 +119,24 @@ pub async fn load(
 ) -> anyhow::Result<LoadResult> {
     let manifest = manifest::parse(manifest_text, JobType::Import, &config.manifest_rules())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !matches!(manifest.job, JobManifest::S3Import(_)) {
-        anyhow::bail!(
-            "the manifest describes a {} job; stationctl load runs S3 imports",
+    match &manifest.job {
+        JobManifest::S3Import(_) => {}
+        JobManifest::GlacierImport(g) => {
+            return load_glacier(
+                config,
+                device,
+                &manifest,
+                g.operation.region,
+                job_id,
+                endpoint_override,
+                progress,
+            )
+            .await;
+        }
+        _ => anyhow::bail!(
+            "the manifest describes a {} job; stationctl load runs S3 and Glacier imports",
             manifest.kind()
-        );
+        ),
     }
     let inspected = inspect(device)?;
     let source = inspected.select(None)?;
@@ -149,5 +162,76 @@ pub async fn load(
             log,
             errors: outcome.errors,
         }
+    })
+}
+
+/// The upload ID of an interrupted Glacier load, kept in the data directory.
+struct UploadFile(std::path::PathBuf);
+
+impl pipelines::glacier_import::UploadState for UploadFile {
+    fn load(&self) -> Option<String> {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+    fn save(&self, upload_id: &str) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(&self.0, upload_id) {
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot store the upload ID; an interruption will restart the upload");
+        }
+    }
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The raw device to a Glacier archive; the filesystem is never read.
+async fn load_glacier(
+    config: &Config,
+    device: &Path,
+    manifest: &pipelines::manifest::Manifest,
+    region: pipelines::manifest::Region,
+    job_id: &str,
+    endpoint_override: Option<&str>,
+    progress: &TerminalProgress,
+) -> anyhow::Result<LoadResult> {
+    let source: Arc<dyn drivers::source::ReadAt> =
+        Arc::new(drivers::block::BlockDevice::open(device)?);
+    let shared = crate::targets::region_config(
+        config,
+        region,
+        crate::targets::Service::Glacier,
+        endpoint_override,
+    )
+    .await;
+    let vault = Arc::new(pipelines::vault_store::GlacierStore::new(
+        aws_sdk_glacier::Client::new(&shared),
+    ));
+    let objects = S3Store::new(crate::targets::s3_client(config, endpoint_override).await);
+    let state = UploadFile(
+        config
+            .data_dir
+            .join("load-state")
+            .join(format!("{job_id}.glacier-upload")),
+    );
+    let outcome = pipelines::glacier_import::run(
+        source,
+        manifest,
+        job_id,
+        vault,
+        &objects,
+        &state,
+        progress,
+        config.transfer.memory_cap_mib * 1024 * 1024,
+    )
+    .await;
+    progress.finish();
+    let outcome = outcome?;
+    tracing::info!(archive = %outcome.archive.id, tree_hash = %outcome.tree_hash, parts = outcome.parts_uploaded, "archive complete");
+    Ok(LoadResult::Complete {
+        log: format!("{}/{}", outcome.log_bucket, outcome.log_key),
     })
 }

@@ -63,7 +63,7 @@ impl SdkTargets {
     pub async fn new(config: &Config, endpoint_override: Option<&str>) -> Self {
         let mut glacier = BTreeMap::new();
         for region in Region::ALL {
-            let shared = region_config(config, region, endpoint_override).await;
+            let shared = region_config(config, region, Service::Glacier, endpoint_override).await;
             glacier.insert(region.as_str(), aws_sdk_glacier::Client::new(&shared));
         }
         Self {
@@ -73,11 +73,25 @@ impl SdkTargets {
     }
 }
 
-/// The SDK configuration of one region: the config's endpoint and profile for it, or
-/// `endpoint_override` for every region; credentials from the standard chain.
+/// The AWS services the station talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// S3: imports, exports, logs.
+    S3,
+    /// Glacier: image imports.
+    Glacier,
+    /// The EBS direct API: image imports.
+    Ebs,
+}
+
+/// The SDK configuration of one service in one region: `endpoint_override` (stationd's and
+/// stationctl's `--endpoint-url`) if given, else the region's endpoint for that service, else
+/// the region's endpoint, else AWS's; the region's profile; credentials from the standard
+/// chain.
 pub async fn region_config(
     config: &Config,
     region: Region,
+    service: Service,
     endpoint_override: Option<&str>,
 ) -> aws_config::SdkConfig {
     let target = config
@@ -85,6 +99,11 @@ pub async fn region_config(
         .get(region.as_str())
         .cloned()
         .unwrap_or_default();
+    let service_endpoint = match service {
+        Service::S3 => target.s3_endpoint.as_deref(),
+        Service::Glacier => target.glacier_endpoint.as_deref(),
+        Service::Ebs => target.ebs_endpoint.as_deref(),
+    };
     // Standard retries with exponential backoff and jitter; five attempts ride out a
     // store's brief overload without hiding a real outage for long.
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -93,7 +112,10 @@ pub async fn region_config(
     if let Some(profile) = &target.profile {
         loader = loader.profile_name(profile);
     }
-    if let Some(endpoint) = endpoint_override.or(target.endpoint.as_deref()) {
+    if let Some(endpoint) = endpoint_override
+        .or(service_endpoint)
+        .or(target.endpoint.as_deref())
+    {
         loader = loader.endpoint_url(endpoint);
     }
     loader.load().await
@@ -102,7 +124,7 @@ pub async fn region_config(
 /// The S3 client: us-east-1's settings (bucket names are global), path-style addressing so
 /// local S3 servers work.
 pub async fn s3_client(config: &Config, endpoint_override: Option<&str>) -> aws_sdk_s3::Client {
-    let shared = region_config(config, Region::UsEast1, endpoint_override).await;
+    let shared = region_config(config, Region::UsEast1, Service::S3, endpoint_override).await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(true)
         .build();

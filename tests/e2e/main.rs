@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `stationctl` and `stationd` binaries.
 
 mod api;
+mod glacier;
 mod helper;
 mod inspect;
 mod load;
