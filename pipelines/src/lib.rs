@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ebs_import;
 pub mod glacier_import;
 pub mod manifest;
 pub mod object_store;
 pub mod s3_import;
 pub mod signature;
+pub mod snapshot_store;
 pub mod tree_hash;
 pub mod vault_store;

@@ -135,6 +135,18 @@ pub struct TransferConfig {
     pub read_chunk_mib: u64,
     /// The most memory all buffers of one job may hold, in MiB.
     pub memory_cap_mib: u64,
+    /// How much of an EBS snapshot is read back after the import.
+    pub ebs_verify: EbsVerify,
+}
+
+/// How much of an EBS snapshot is read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EbsVerify {
+    /// Every written block.
+    All,
+    /// Every 64th written block, and the first and last.
+    Sampled,
 }
 
 impl Default for TransferConfig {
@@ -143,6 +155,7 @@ impl Default for TransferConfig {
             upload_concurrency: 16,
             read_chunk_mib: 8,
             memory_cap_mib: 512,
+            ebs_verify: EbsVerify::All,
         }
     }
 }

@@ -121,6 +121,18 @@ pub async fn load(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     match &manifest.job {
         JobManifest::S3Import(_) => {}
+        JobManifest::EbsImport(e) => {
+            return load_ebs(
+                config,
+                device,
+                &manifest,
+                e.operation.region,
+                job_id,
+                endpoint_override,
+                progress,
+            )
+            .await;
+        }
         JobManifest::GlacierImport(g) => {
             return load_glacier(
                 config,
@@ -134,7 +146,7 @@ pub async fn load(
             .await;
         }
         _ => anyhow::bail!(
-            "the manifest describes a {} job; stationctl load runs S3 and Glacier imports",
+            "the manifest describes a {} job; stationctl load runs S3, EBS and Glacier imports",
             manifest.kind()
         ),
     }
@@ -231,6 +243,52 @@ async fn load_glacier(
     progress.finish();
     let outcome = outcome?;
     tracing::info!(archive = %outcome.archive.id, tree_hash = %outcome.tree_hash, parts = outcome.parts_uploaded, "archive complete");
+    Ok(LoadResult::Complete {
+        log: format!("{}/{}", outcome.log_bucket, outcome.log_key),
+    })
+}
+
+/// The raw device to an EBS snapshot; the filesystem is never read.
+async fn load_ebs(
+    config: &Config,
+    device: &Path,
+    manifest: &pipelines::manifest::Manifest,
+    region: pipelines::manifest::Region,
+    job_id: &str,
+    endpoint_override: Option<&str>,
+    progress: &TerminalProgress,
+) -> anyhow::Result<LoadResult> {
+    let source: Arc<dyn drivers::source::ReadAt> =
+        Arc::new(drivers::block::BlockDevice::open(device)?);
+    let shared = crate::targets::region_config(
+        config,
+        region,
+        crate::targets::Service::Ebs,
+        endpoint_override,
+    )
+    .await;
+    let store = Arc::new(pipelines::snapshot_store::EbsStore::new(
+        aws_sdk_ebs::Client::new(&shared),
+    ));
+    let objects = S3Store::new(crate::targets::s3_client(config, endpoint_override).await);
+    let verify = match config.transfer.ebs_verify {
+        crate::config::EbsVerify::All => pipelines::ebs_import::Verify::All,
+        crate::config::EbsVerify::Sampled => pipelines::ebs_import::Verify::Sampled(64),
+    };
+    let outcome = pipelines::ebs_import::run(
+        source,
+        manifest,
+        job_id,
+        store,
+        &objects,
+        progress,
+        config.transfer.memory_cap_mib * 1024 * 1024,
+        verify,
+    )
+    .await;
+    progress.finish();
+    let outcome = outcome?;
+    tracing::info!(snapshot = %outcome.snapshot_id, blocks = outcome.changed_blocks, verified = outcome.verified_blocks, "snapshot complete");
     Ok(LoadResult::Complete {
         log: format!("{}/{}", outcome.log_bucket, outcome.log_key),
     })

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `stationctl` and `stationd` binaries.
 
 mod api;
+mod ebs;
 mod glacier;
 mod helper;
 mod inspect;
