@@ -8,12 +8,21 @@ use crate::helper::{repo, start_moto, venv};
 fn aws(port: u16, args: &[&str]) -> String {
     let out = Command::new(venv().join("bin/aws"))
         .args(args)
-        .args(["--endpoint-url", &format!("http://127.0.0.1:{port}"), "--region", "us-east-1"])
+        .args([
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--region",
+            "us-east-1",
+        ])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .output()
         .unwrap_or_else(|e| panic!("aws: {e}"));
-    assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -36,22 +45,51 @@ fn an_image_with_zero_regions_becomes_a_snapshot() {
     let (_moto, port) = start_moto();
     aws(port, &["s3", "mb", "s3://iemanifest-bucket"]);
     let config = dir.path().join("stationd.yaml");
-    std::fs::write(&config, format!("data_dir: {}\n", dir.path().join("data").display()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &config,
+        format!("data_dir: {}\n", dir.path().join("data").display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(env!("CARGO_BIN_EXE_stationctl"))
-        .args(["--config", &config.display().to_string(), "load", "--device"])
+        .args([
+            "--config",
+            &config.display().to_string(),
+            "load",
+            "--device",
+        ])
         .arg(&image)
         .arg("--manifest")
         .arg(repo().join("pipelines/testdata/manifests/guide/ebs-import-reference.yaml"))
-        .args(["--job-id", "EBS01", "--endpoint-url", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "--job-id",
+            "EBS01",
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{port}"),
+        ])
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .output()
         .unwrap_or_else(|e| panic!("stationctl: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().last(), Some("iemanifest-bucket/logsimport-log-EBS01"));
-    let log = aws(port, &["s3", "cp", "s3://iemanifest-bucket/logsimport-log-EBS01", "-"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("iemanifest-bucket/logsimport-log-EBS01")
+    );
+    let log = aws(
+        port,
+        &[
+            "s3",
+            "cp",
+            "s3://iemanifest-bucket/logsimport-log-EBS01",
+            "-",
+        ],
+    );
     let row: Vec<&str> = log.lines().nth(1).unwrap_or("").split(',').collect();
     assert_eq!(row[2..4], ["200", "OK"], "{log}");
     let snapshot = row[4].to_owned();
@@ -60,13 +98,21 @@ fn an_image_with_zero_regions_becomes_a_snapshot() {
 
     // Read the snapshot back with the AWS CLI: the written blocks are the non-zero ones and
     // each holds the image's bytes (the last one padded with zeros).
-    let listed = aws(port, &["ebs", "list-snapshot-blocks", "--snapshot-id", &snapshot]);
+    let listed = aws(
+        port,
+        &["ebs", "list-snapshot-blocks", "--snapshot-id", &snapshot],
+    );
     let mut parsed: Vec<(i64, String)> = listed
         .split("\"BlockIndex\": ")
         .skip(1)
         .filter_map(|s| {
             let index = s.split(',').next()?.trim().parse().ok()?;
-            let token = s.split("\"BlockToken\": \"").nth(1)?.split('"').next()?.to_owned();
+            let token = s
+                .split("\"BlockToken\": \"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_owned();
             Some((index, token))
         })
         .collect();
