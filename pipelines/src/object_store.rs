@@ -120,6 +120,21 @@ pub trait ObjectStore: Send + Sync {
         bucket: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>>;
+
+    /// The IDs of multipart uploads in progress for exactly `key`, oldest first.
+    fn pending_uploads<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>>;
+
+    /// The parts an upload holds: (number, ETag without quotes, size).
+    fn list_parts<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>>;
 }
 
 /// The store on aws-sdk-s3.
@@ -351,6 +366,81 @@ impl ObjectStore for S3Store {
                 })),
                 Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
                 Err(e) => Err(error("HeadObject", bucket, key, &e)),
+            }
+        })
+    }
+
+    fn pending_uploads<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+            loop {
+                let out = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .prefix(key)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| error("ListMultipartUploads", bucket, key, &e))?;
+                for u in out.uploads() {
+                    if u.key() == Some(key) {
+                        if let Some(id) = u.upload_id() {
+                            ids.push(id.to_owned());
+                        }
+                    }
+                }
+                if out.is_truncated() != Some(true) {
+                    return Ok(ids);
+                }
+                key_marker = out.next_key_marker().map(str::to_owned);
+                id_marker = out.next_upload_id_marker().map(str::to_owned);
+                if key_marker.is_none() && id_marker.is_none() {
+                    return Ok(ids);
+                }
+            }
+        })
+    }
+
+    fn list_parts<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut parts = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_parts()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .set_part_number_marker(marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| error("ListParts", bucket, key, &e))?;
+                for p in out.parts() {
+                    if let Some(n) = p.part_number() {
+                        let size = p.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                        parts.push((n, unquote(p.e_tag()), size));
+                    }
+                }
+                if out.is_truncated() != Some(true) {
+                    return Ok(parts);
+                }
+                marker = out.next_part_number_marker().map(str::to_owned);
+                if marker.is_none() {
+                    return Ok(parts);
+                }
             }
         })
     }

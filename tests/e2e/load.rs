@@ -326,3 +326,81 @@ fn exit_codes_3_with_errors_and_1_on_failure() {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("NoSuchBucket"), "{}", run.stderr);
 }
+
+#[test]
+fn uploads_left_by_an_interrupted_run_are_resumed_or_aborted() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap_or_else(|e| panic!("{e}"));
+    let image = dir.path().join("disk.img");
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&src)
+        .arg(&image)
+        .arg("32M")
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.ext4: {e}"));
+    assert!(status.success());
+    let (_moto, port) = start_moto();
+    aws(port, &["s3", "mb", "s3://myawsbucket"]);
+    // What an interrupted run leaves: a stale upload, and a newer one holding part 1.
+    let upload_id = |out: &str| {
+        out.split("\"UploadId\": \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let create = [
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "myawsbucket",
+        "--key",
+        "big.bin",
+    ];
+    let _stale = upload_id(&aws(port, &create));
+    let newer = upload_id(&aws(port, &create));
+    let part1 = dir.path().join("part1");
+    std::fs::write(&part1, &big[..8 * 1024 * 1024]).unwrap_or_else(|e| panic!("{e}"));
+    aws(
+        port,
+        &[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "myawsbucket",
+            "--key",
+            "big.bin",
+            "--part-number",
+            "1",
+            "--upload-id",
+            &newer,
+            "--body",
+            &part1.display().to_string(),
+        ],
+    );
+    let run = load(port, &image, &guide("tstd1"), "RES01", dir.path());
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let pending = aws(
+        port,
+        &["s3api", "list-multipart-uploads", "--bucket", "myawsbucket"],
+    );
+    assert!(
+        !pending.contains("\"UploadId\""),
+        "uploads left behind: {pending}"
+    );
+    let fetched = dir.path().join("fetched");
+    aws(
+        port,
+        &[
+            "s3",
+            "cp",
+            "s3://myawsbucket/big.bin",
+            &fetched.display().to_string(),
+        ],
+    );
+    assert_eq!(md5_hex(&fetched), md5_hex(&src.join("big.bin")));
+}

@@ -363,13 +363,19 @@ pub async fn run(
         }
 
         // Multipart: parts upload in the background while the next ones are read.
-        let upload_id = match store.create_multipart(&bucket, &key, &headers).await {
-            Ok(id) => id,
-            Err(e) => {
-                row.status = failure_status(&e);
-                rows.push(row);
-                continue;
-            }
+        // An upload an interrupted run left for this key is resumed: its parts whose MD5
+        // matches what the device holds now are not sent again. Any others are aborted.
+        let (resumed, stored_parts) = resume_upload(store.as_ref(), &bucket, &key).await;
+        let upload_id = match resumed {
+            Some(id) => id,
+            None => match store.create_multipart(&bucket, &key, &headers).await {
+                Ok(id) => id,
+                Err(e) => {
+                    row.status = failure_status(&e);
+                    rows.push(row);
+                    continue;
+                }
+            },
         };
         let mut parts: Vec<(i32, JoinHandle<Result<String, ObjectStoreError>>)> = Vec::new();
         let mut offset = 0u64;
@@ -402,6 +408,17 @@ pub async fn run(
                 }
             };
             let md5: [u8; 16] = Md5::digest(&buf).into();
+            let already = stored_parts
+                .get(&number)
+                .filter(|(etag, size)| *etag == hex::encode(md5) && *size == len)
+                .map(|(etag, _)| etag.clone());
+            if let Some(etag) = already {
+                drop(permit);
+                parts.push((number, tokio::spawn(async move { Ok(etag) })));
+                offset += len;
+                number += 1;
+                continue;
+            }
             let store = Arc::clone(&store);
             let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
             parts.push((
@@ -492,6 +509,49 @@ pub async fn run(
         log_bucket,
         log_key,
     })
+}
+
+/// The newest multipart upload an interrupted run left for `key`, with its parts by number
+/// (ETag, size); older ones are aborted. Nothing is resumed when the store cannot list uploads.
+async fn resume_upload(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> (
+    Option<String>,
+    std::collections::BTreeMap<i32, (String, u64)>,
+) {
+    let mut pending = match store.pending_uploads(bucket, key).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list multipart uploads; starting a new one");
+            return (None, Default::default());
+        }
+    };
+    let Some(newest) = pending.pop() else {
+        return (None, Default::default());
+    };
+    for stale in pending {
+        let _ = store.abort_multipart(bucket, key, &stale).await;
+    }
+    match store.list_parts(bucket, key, &newest).await {
+        Ok(parts) => {
+            tracing::info!(
+                key,
+                parts = parts.len(),
+                "resuming an interrupted multipart upload"
+            );
+            let parts = parts
+                .into_iter()
+                .map(|(n, etag, size)| (n, (etag, size)))
+                .collect();
+            (Some(newest), parts)
+        }
+        Err(_) => {
+            let _ = store.abort_multipart(bucket, key, &newest).await;
+            (None, Default::default())
+        }
+    }
 }
 
 fn failure_status(e: &ObjectStoreError) -> RowStatus {

@@ -121,6 +121,7 @@ struct MemStore {
     uploads: Mutex<BTreeMap<String, BTreeMap<i32, Vec<u8>>>>,
     aborted: Mutex<u32>,
     deny_key: Option<String>,
+    parts_sent: Mutex<u32>,
 }
 
 fn etag_of(parts: &[Vec<u8>]) -> String {
@@ -196,6 +197,7 @@ impl ObjectStore for MemStore {
     ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
         Box::pin(async move {
             assert_eq!(<[u8; 16]>::from(Md5::digest(&body)), md5);
+            *self.parts_sent.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             let etag = hex::encode(md5);
             self.uploads
                 .lock()
@@ -273,6 +275,42 @@ impl ObjectStore for MemStore {
                     etag: e.clone(),
                     content_type: h.content_type.clone(),
                 }))
+        })
+    }
+    fn pending_uploads<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>> {
+        Box::pin(async move {
+            let id = format!("{bucket}/{key}");
+            Ok(self
+                .uploads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .filter(|k| k.starts_with(&id))
+                .cloned()
+                .collect())
+        })
+    }
+    fn list_parts<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+        Box::pin(async move {
+            let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(uploads
+                .get(upload_id)
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .map(|(n, b)| (*n, hex::encode(Md5::digest(b)), b.len() as u64))
+                        .collect()
+                })
+                .unwrap_or_default())
         })
     }
 }
@@ -494,6 +532,21 @@ async fn a_store_that_loses_bytes_fails_verification() {
         ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>> {
             self.0.head_object(b, k)
         }
+        fn pending_uploads<'a>(
+            &'a self,
+            b: &'a str,
+            k: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>> {
+            self.0.pending_uploads(b, k)
+        }
+        fn list_parts<'a>(
+            &'a self,
+            b: &'a str,
+            k: &'a str,
+            u: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+            self.0.list_parts(b, k, u)
+        }
     }
     let fs = MemFs::new(&[(b"a.txt", EntryKind::File, b"hello".to_vec())]);
     let result = run(
@@ -512,4 +565,41 @@ async fn a_store_that_loses_bytes_fails_verification() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_multipart_upload_is_resumed_and_stale_ones_aborted() {
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let part = 8 * 1024 * 1024;
+    let store = Arc::new(MemStore::default());
+    {
+        // What an interrupted run left: a stale upload, and one holding part 1 (right bytes)
+        // and part 2 (wrong bytes, as if the device changed).
+        let mut uploads = store.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        uploads.insert("myawsbucket/big.bin#1".into(), BTreeMap::new());
+        let mut parts = BTreeMap::new();
+        parts.insert(1, big[..part].to_vec());
+        parts.insert(2, vec![0u8; part]);
+        uploads.insert("myawsbucket/big.bin#2".into(), parts);
+    }
+    let fs = MemFs::new(&[(b"big.bin", EntryKind::File, big.clone())]);
+    let o = import(&fs, &manifest(""), Arc::clone(&store))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(row(&o, "big.bin").status, RowStatus::Ok);
+    // Part 1 was not sent again; parts 2 and 3 were.
+    assert_eq!(
+        *store.parts_sent.lock().unwrap_or_else(|e| e.into_inner()),
+        2
+    );
+    assert_eq!(*store.aborted.lock().unwrap_or_else(|e| e.into_inner()), 1);
+    assert_eq!(
+        store.objects.lock().unwrap_or_else(|e| e.into_inner())["myawsbucket/big.bin"].0,
+        big
+    );
+    assert!(store
+        .uploads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty());
 }
