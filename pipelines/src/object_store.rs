@@ -50,6 +50,17 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
 }
 
+/// A part a multipart upload already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// Its number, from 1.
+    pub number: i32,
+    /// Its ETag, without quotes (the MD5 of its bytes on S3).
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// A store request that failed (after the SDK's retries).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} {bucket}/{key}: {code}: {message}")]
@@ -128,13 +139,13 @@ pub trait ObjectStore: Send + Sync {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>>;
 
-    /// The parts an upload holds: (number, ETag without quotes, size).
+    /// The parts an upload holds.
     fn list_parts<'a>(
         &'a self,
         bucket: &'a str,
         key: &'a str,
         upload_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<StoredPart>, ObjectStoreError>>;
 }
 
 /// The store on aws-sdk-s3.
@@ -413,7 +424,7 @@ impl ObjectStore for S3Store {
         bucket: &'a str,
         key: &'a str,
         upload_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<StoredPart>, ObjectStoreError>> {
         Box::pin(async move {
             let mut parts = Vec::new();
             let mut marker: Option<String> = None;
@@ -431,7 +442,11 @@ impl ObjectStore for S3Store {
                 for p in out.parts() {
                     if let Some(n) = p.part_number() {
                         let size = p.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-                        parts.push((n, unquote(p.e_tag()), size));
+                        parts.push(StoredPart {
+                            number: n,
+                            etag: unquote(p.e_tag()),
+                            size,
+                        });
                     }
                 }
                 if out.is_truncated() != Some(true) {

@@ -543,7 +543,7 @@ async fn resume_upload(
             );
             let parts = parts
                 .into_iter()
-                .map(|(n, etag, size)| (n, (etag, size)))
+                .map(|p| (p.number, (p.etag, p.size)))
                 .collect();
             (Some(newest), parts)
         }

@@ -299,7 +299,7 @@ impl ObjectStore for MemStore {
         _: &'a str,
         _: &'a str,
         upload_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<crate::object_store::StoredPart>, ObjectStoreError>> {
         Box::pin(async move {
             let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
             Ok(uploads
@@ -307,7 +307,11 @@ impl ObjectStore for MemStore {
                 .map(|parts| {
                     parts
                         .iter()
-                        .map(|(n, b)| (*n, hex::encode(Md5::digest(b)), b.len() as u64))
+                        .map(|(n, b)| crate::object_store::StoredPart {
+                            number: *n,
+                            etag: hex::encode(Md5::digest(b)),
+                            size: b.len() as u64,
+                        })
                         .collect()
                 })
                 .unwrap_or_default())
@@ -544,7 +548,7 @@ async fn a_store_that_loses_bytes_fails_verification() {
             b: &'a str,
             k: &'a str,
             u: &'a str,
-        ) -> BoxFuture<'a, Result<Vec<(i32, String, u64)>, ObjectStoreError>> {
+        ) -> BoxFuture<'a, Result<Vec<crate::object_store::StoredPart>, ObjectStoreError>> {
             self.0.list_parts(b, k, u)
         }
     }
