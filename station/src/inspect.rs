@@ -11,7 +11,9 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use drivers::block::{AlignedBuf, BlockDevice};
 use drivers::fs::walk::{walk, Limits, WalkEntry, WalkProblem};
@@ -23,6 +25,13 @@ use md5::{Digest, Md5};
 
 /// File data is read in chunks of this size.
 pub const CHUNK: usize = 8 << 20;
+
+/// With this environment variable set to `1`, `--files` counts the reads it issues and writes
+/// their statistics to the problems stream (stderr) at the end: see [`ReadStats`].
+pub const READ_STATS_ENV: &str = "STATION_READ_STATS";
+
+/// Files at least this large are counted apart in the read statistics.
+pub const LARGE_FILE: u64 = 1 << 20;
 
 /// Why a device could not be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +383,208 @@ fn md5_of(fs: &dyn FileSystem, id: u64, size: u64, buf: &mut [u8]) -> Result<Str
     Ok(hex)
 }
 
+/// Whether [`READ_STATS_ENV`] asks for read statistics.
+fn read_stats_requested() -> bool {
+    std::env::var_os(READ_STATS_ENV).is_some_and(|v| v == "1")
+}
+
+/// Power-of-two size classes: class 0 holds empty reads, class `k` lengths in
+/// `[2^(k-1), 2^k)`.
+const CLASSES: usize = 65;
+
+/// The class of a read of `len` bytes.
+fn size_class(len: usize) -> usize {
+    (usize::BITS - len.leading_zeros()) as usize
+}
+
+/// `2^exp` bytes for people: `512 bytes`, `4 KiB`, `8 MiB`.
+fn pow2_label(exp: usize) -> String {
+    const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let unit = (exp / 10).min(UNITS.len() - 1);
+    format!("{} {}", 1u64 << (exp - unit * 10), UNITS[unit])
+}
+
+/// Read counts and bytes per size class.
+struct Histogram {
+    reads: [AtomicU64; CLASSES],
+    bytes: [AtomicU64; CLASSES],
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            reads: std::array::from_fn(|_| AtomicU64::new(0)),
+            bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn add(&self, len: usize) {
+        let class = size_class(len);
+        self.reads[class].fetch_add(1, Ordering::Relaxed);
+        self.bytes[class].fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// `(class, reads, bytes)` of every class with reads.
+    fn classes(&self) -> Vec<(usize, u64, u64)> {
+        (0..CLASSES)
+            .map(|c| {
+                (
+                    c,
+                    self.reads[c].load(Ordering::Relaxed),
+                    self.bytes[c].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|&(_, reads, _)| reads > 0)
+            .collect()
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.classes()
+            .iter()
+            .fold((0, 0), |(r, b), &(_, reads, bytes)| (r + reads, b + bytes))
+    }
+}
+
+/// A source that counts every read by size class, and apart those issued while a large file
+/// is read. Only `STATION_READ_STATS=1` puts it in the stack; the trait is unchanged.
+struct CountingSource {
+    inner: Arc<dyn ReadAt>,
+    in_large_file: AtomicBool,
+    all: Histogram,
+    large: Histogram,
+}
+
+impl ReadAt for CountingSource {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.all.add(buf.len());
+        if self.in_large_file.load(Ordering::Relaxed) {
+            self.large.add(buf.len());
+        }
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Files, bytes and time of one class of files.
+#[derive(Debug, Default, Clone, Copy)]
+struct FileTimes {
+    files: u64,
+    bytes: u64,
+    time: Duration,
+}
+
+/// The read statistics of one `--files` listing (`STATION_READ_STATS=1`): every read the
+/// filesystem reader issued, by power-of-two size, and the time spent walking and hashing.
+pub struct ReadStats {
+    source: Arc<CountingSource>,
+    entries: u64,
+    walk: Duration,
+    large: FileTimes,
+    small: FileTimes,
+}
+
+impl ReadStats {
+    fn new(inner: Arc<dyn ReadAt>) -> Self {
+        Self {
+            source: Arc::new(CountingSource {
+                inner,
+                in_large_file: AtomicBool::new(false),
+                all: Histogram::new(),
+                large: Histogram::new(),
+            }),
+            entries: 0,
+            walk: Duration::ZERO,
+            large: FileTimes::default(),
+            small: FileTimes::default(),
+        }
+    }
+
+    /// Writes the statistics, one `read stats: ` line each.
+    fn write(&self, name: &str, out: &mut dyn Write) -> io::Result<()> {
+        let (reads, bytes) = self.source.all.totals();
+        let (large_reads, large_bytes) = self.source.large.totals();
+        let mib = self.large.bytes as f64 / f64::from(1u32 << 20);
+        let per_mib = if mib > 0.0 {
+            large_reads as f64 / mib
+        } else {
+            0.0
+        };
+        let limit = pow2_label(LARGE_FILE.trailing_zeros() as usize);
+        writeln!(out, "read stats: {name}: {reads} reads, {bytes} bytes")?;
+        writeln!(
+            out,
+            "read stats: walk: {} entries in {:.3} s",
+            self.entries,
+            self.walk.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "read stats: files >= {limit}: {} files, {} bytes in {:.3} s, {large_reads} reads \
+             ({large_bytes} bytes), {per_mib:.3} reads per MiB",
+            self.large.files,
+            self.large.bytes,
+            self.large.time.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "read stats: files < {limit}: {} files, {} bytes in {:.3} s",
+            self.small.files,
+            self.small.bytes,
+            self.small.time.as_secs_f64()
+        )?;
+        let large: Vec<(usize, u64, u64)> = self.source.large.classes();
+        for (class, reads, bytes) in self.source.all.classes() {
+            let range = if class == 0 {
+                "0 bytes".to_owned()
+            } else {
+                format!("[{}, {})", pow2_label(class - 1), pow2_label(class))
+            };
+            let (lr, lb) = large
+                .iter()
+                .find(|l| l.0 == class)
+                .map_or((0, 0), |l| (l.1, l.2));
+            writeln!(
+                out,
+                "read stats: size {range}: {reads} reads, {bytes} bytes; for files >= {limit}: \
+                 {lr} reads, {lb} bytes"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// [`md5_of`], timing the file into `stats` when given.
+fn timed_md5_of(
+    fs: &dyn FileSystem,
+    id: u64,
+    size: u64,
+    buf: &mut [u8],
+    stats: Option<&mut ReadStats>,
+) -> Result<String, String> {
+    let Some(stats) = stats else {
+        return md5_of(fs, id, size, buf);
+    };
+    let large = size >= LARGE_FILE;
+    stats.source.in_large_file.store(large, Ordering::Relaxed);
+    let started = Instant::now();
+    let md5 = md5_of(fs, id, size, buf);
+    let times = if large {
+        &mut stats.large
+    } else {
+        &mut stats.small
+    };
+    times.files += 1;
+    times.bytes += size;
+    times.time += started.elapsed();
+    stats.source.in_large_file.store(false, Ordering::Relaxed);
+    md5
+}
+
 /// Writes the `--files` listing of `fs` to `out` and every problem to `problems` (one line
 /// each, `<name>: <path>: <what>`, `name` being the device or partition). Returns whether
 /// everything was read.
@@ -395,7 +606,23 @@ pub fn write_files(
     out: &mut dyn Write,
     problems: &mut dyn Write,
 ) -> io::Result<bool> {
+    write_files_timed(fs, name, out, problems, None)
+}
+
+/// [`write_files`], timing the walk and the files into `stats` when given.
+fn write_files_timed(
+    fs: &dyn FileSystem,
+    name: &str,
+    out: &mut dyn Write,
+    problems: &mut dyn Write,
+    mut stats: Option<&mut ReadStats>,
+) -> io::Result<bool> {
+    let started = stats.is_some().then(Instant::now);
     let walked = walk(fs, Limits::default());
+    if let (Some(stats), Some(started)) = (stats.as_deref_mut(), started) {
+        stats.walk = started.elapsed();
+        stats.entries = walked.entries.len() as u64;
+    }
     let mut all_read = walked.problems.is_empty();
     for problem in &walked.problems {
         writeln!(problems, "{name}: {}", describe_problem(problem))?;
@@ -410,7 +637,8 @@ pub fn write_files(
     for (path, w) in entries {
         let e = &w.entry;
         let (md5, size) = match e.kind {
-            EntryKind::File => match md5_of(fs, e.id, e.size, &mut buf) {
+            EntryKind::File => match timed_md5_of(fs, e.id, e.size, &mut buf, stats.as_deref_mut())
+            {
                 Ok(md5) => (md5, e.size),
                 Err(why) => {
                     writeln!(problems, "{name}: {path}: {why}")?;
@@ -443,8 +671,13 @@ pub fn list_files(
 ) -> Result<bool, InspectError> {
     let source = inspected.select(partition)?;
     let name = source.describe();
+    let mut stats = read_stats_requested().then(|| ReadStats::new(Arc::clone(&source)));
+    let source = match &stats {
+        Some(stats) => Arc::clone(&stats.source) as Arc<dyn ReadAt>,
+        None => source,
+    };
     let fs = open_filesystem(source)?;
-    let write = |out: &mut dyn Write, problems: &mut dyn Write| -> io::Result<bool> {
+    let mut write = |out: &mut dyn Write, problems: &mut dyn Write| -> io::Result<bool> {
         for warning in fs.warnings() {
             writeln!(
                 problems,
@@ -452,7 +685,12 @@ pub fn list_files(
                 escape_path(warning.as_bytes())
             )?;
         }
-        write_files(&*fs, &name, out, problems)
+        let all_read = write_files_timed(&*fs, &name, out, problems, stats.as_mut())?;
+        if let Some(stats) = &stats {
+            out.flush()?;
+            stats.write(&name, problems)?;
+        }
+        Ok(all_read)
     };
     write(out, problems).map_err(|e| {
         InspectError::Io(IoError {
@@ -486,6 +724,44 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(escape_path(raw), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn read_stats_count_reads_by_power_of_two_size() {
+        assert_eq!(
+            [0, 1, 2, 3, 4096, 4097, 8 << 20].map(size_class),
+            [0, 1, 2, 2, 13, 13, 24]
+        );
+        assert_eq!(pow2_label(9), "512 bytes");
+        assert_eq!(pow2_label(23), "8 MiB");
+        let memory = drivers::source::MemorySource::new("mem", vec![7u8; 1 << 20]);
+        let mut stats = ReadStats::new(Arc::new(memory));
+        let mut buf = vec![0u8; 5000];
+        for len in [512, 700, 5000] {
+            stats
+                .source
+                .read_exact_at(0, &mut buf[..len])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        stats.large.files = 1;
+        stats.large.bytes = 1 << 20;
+        let mut out = Vec::new();
+        stats
+            .write("mem", &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("read stats: mem: 3 reads, 6212 bytes\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("read stats: size [512 bytes, 1 KiB): 2 reads, 1212 bytes; "),
+            "{text}"
+        );
+        assert!(
+            text.contains("read stats: size [4 KiB, 8 KiB): 1 reads, 5000 bytes; "),
+            "{text}"
+        );
     }
 
     #[test]
