@@ -132,3 +132,185 @@ pub fn start_moto() -> (Server, u16) {
     wait_for_port(port, "moto");
     (server, port)
 }
+
+/// A single-node garage (a strict S3 store: it checks Content-MD5 and signatures) on free
+/// ports of 127.0.0.1, with its data in a temporary directory; killed when dropped.
+pub struct Garage {
+    // Dropped in this order: the server is killed before its directory is removed.
+    _server: Server,
+    /// The directory with the configuration, the metadata, the data and garage's output.
+    pub dir: tempfile::TempDir,
+    /// The S3 API's port.
+    pub port: u16,
+    /// The access key ID allowed on every bucket.
+    pub key_id: String,
+    /// Its secret.
+    pub secret: String,
+}
+
+impl Garage {
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("garage.toml")
+    }
+
+    /// Runs the `garage` CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        garage_cli(&self.config(), args)
+    }
+
+    /// Runs the `garage` CLI and panics (with garage's log) unless it succeeds.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}{}\n--- garage log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The end of the server's output, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The `garage` binary: `$GARAGE_BIN`, else `garage` on the PATH (scripts/setup installs it).
+pub fn garage_bin() -> PathBuf {
+    std::env::var_os("GARAGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("garage"))
+}
+
+fn garage_cli(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(garage_bin())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("garage (run scripts/setup first): {e}"))
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::fill(&mut bytes[..]);
+    hex::encode(bytes)
+}
+
+/// Starts a single-node garage (replication factor 1, SQLite, region us-east-1), applies its
+/// layout, imports a key and creates `buckets` with read, write and owner rights for it.
+/// Every step waits on a condition (the RPC answering, the command succeeding), never on a
+/// fixed delay.
+pub fn start_garage(buckets: &[&str]) -> Garage {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (s3, rpc) = (free_port(), free_port());
+    let config = dir.path().join("garage.toml");
+    let root = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            "metadata_dir = \"{root}/meta\"\n\
+             data_dir = \"{root}/data\"\n\
+             db_engine = \"sqlite\"\n\
+             replication_factor = 1\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_secret = \"{secret}\"\n\
+             \n\
+             [s3_api]\n\
+             s3_region = \"us-east-1\"\n\
+             api_bind_addr = \"127.0.0.1:{s3}\"\n",
+            secret = random_hex(32),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log =
+        std::fs::File::create(dir.path().join("garage.log")).unwrap_or_else(|e| panic!("{e}"));
+    let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(garage_bin())
+        .arg("-c")
+        .arg(&config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("garage (run scripts/setup first): {e}"));
+    let garage = Garage {
+        _server: Server(child),
+        dir,
+        port: s3,
+        key_id: format!("GK{}", random_hex(12)),
+        secret: random_hex(32),
+    };
+
+    // The node is up once the CLI can reach it over RPC; its ID is the part before '@'.
+    let start = Instant::now();
+    loop {
+        let out = garage.cli(&["status"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "garage did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            garage.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = garage.cli_ok(&["node", "id", "-q"]);
+    let node = id.trim().split('@').next().unwrap_or("").to_owned();
+    garage.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
+    garage.cli_ok(&["layout", "apply", "--version", "1"]);
+    garage.cli_ok(&[
+        "key",
+        "import",
+        "--yes",
+        "-n",
+        "station-tests",
+        &garage.key_id,
+        &garage.secret,
+    ]);
+    for bucket in buckets {
+        // The new layout may take a moment to be in force: retry until the bucket exists.
+        let start = Instant::now();
+        loop {
+            let out = garage.cli(&["bucket", "create", bucket]);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "garage bucket create {bucket}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                garage.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        garage.cli_ok(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            bucket,
+            "--key",
+            &garage.key_id,
+        ]);
+    }
+    wait_for_port(s3, "garage S3 API");
+    garage
+}

@@ -2,6 +2,7 @@
 
 mod api;
 mod ebs;
+mod garage;
 mod glacier;
 mod helper;
 mod inspect;

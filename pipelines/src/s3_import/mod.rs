@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use drivers::fs::walk::{walk, Limits, WalkProblem};
 use drivers::fs::{EntryId, EntryKind, FileSystem, FsError, RawName};
 
 use crate::manifest::{JobManifest, Manifest, S3Import};
-use crate::object_store::{ObjectHeaders, ObjectStore, ObjectStoreError};
+use crate::object_store::{ObjectHeaders, ObjectInfo, ObjectStore, ObjectStoreError};
 use key::{object_key, KeyRejection};
 use log::{LogRow, RowStatus};
 
@@ -171,10 +171,22 @@ fn read_full(
     Ok(done)
 }
 
+/// The MD5 of `buf`. A large buffer is hashed with `block_in_place`, so the other tasks of the
+/// worker (uploads in flight) move on meanwhile.
+fn md5_of(buf: &[u8]) -> [u8; 16] {
+    const INLINE: usize = 256 * 1024;
+    if buf.len() <= INLINE {
+        Md5::digest(buf).into()
+    } else {
+        tokio::task::block_in_place(|| Md5::digest(buf).into())
+    }
+}
+
 /// An upload running in the background; the row is finished when it completes.
 struct Pending {
     row: usize,
-    task: JoinHandle<Result<String, ObjectStoreError>>,
+    /// The file's MD5 (computed by the task, off the reader) and the upload's result.
+    task: JoinHandle<([u8; 16], Result<String, ObjectStoreError>)>,
 }
 
 /// What the upload pass recorded for a file, to verify it afterwards.
@@ -335,17 +347,16 @@ pub async fn run(
             .content_type
             .unwrap_or_else(|| content_type::S3_DEFAULT_CONTENT_TYPE.to_owned());
 
-        let mut whole = Md5::new();
-        whole.update(&buf);
         if size <= part {
-            let md5: [u8; 16] = Md5::digest(&buf).into();
-            row.md5 = hex::encode(md5);
+            // One pass over the bytes: the MD5 is both Content-MD5 and the log's, and it is
+            // computed by the upload task, so the reader goes on to the next file meanwhile.
             let store = Arc::clone(&store);
             let (bucket, key) = (bucket.clone(), key.clone());
             let task = tokio::spawn(async move {
+                let md5 = md5_of(&buf);
                 let result = store.put_object(&bucket, &key, buf, md5, &headers).await;
                 drop(permit);
-                result
+                (md5, result)
             });
             pending.push(Pending {
                 row: rows.len(),
@@ -365,6 +376,9 @@ pub async fn run(
         // Multipart: parts upload in the background while the next ones are read.
         // An upload an interrupted run left for this key is resumed: its parts whose MD5
         // matches what the device holds now are not sent again. Any others are aborted.
+        // The whole-file MD5 is computed here, in order; each part's MD5 by its upload task.
+        let mut whole = Md5::new();
+        whole.update(&buf);
         let (resumed, stored_parts) = resume_upload(store.as_ref(), &bucket, &key).await;
         let upload_id = match resumed {
             Some(id) => id,
@@ -407,10 +421,11 @@ pub async fn run(
                     (buf, permit)
                 }
             };
-            let md5: [u8; 16] = Md5::digest(&buf).into();
+            // A part an interrupted run stored is compared here; the others are hashed by
+            // their upload tasks, so the reader goes on meanwhile.
             let already = stored_parts
                 .get(&number)
-                .filter(|(etag, size)| *etag == hex::encode(md5) && *size == len)
+                .filter(|(etag, size)| *size == len && *etag == hex::encode(md5_of(&buf)))
                 .map(|(etag, _)| etag.clone());
             if let Some(etag) = already {
                 drop(permit);
@@ -424,6 +439,7 @@ pub async fn run(
             parts.push((
                 number,
                 tokio::spawn(async move {
+                    let md5 = md5_of(&buf);
                     let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
                     drop(permit);
                     result
@@ -482,13 +498,18 @@ pub async fn run(
 
     for p in pending {
         match p.task.await {
-            Ok(Ok(etag)) => rows[p.row].etag = etag,
-            Ok(Err(e)) => rows[p.row].status = failure_status(&e),
+            Ok((md5, result)) => {
+                rows[p.row].md5 = hex::encode(md5);
+                match result {
+                    Ok(etag) => rows[p.row].etag = etag,
+                    Err(e) => rows[p.row].status = failure_status(&e),
+                }
+            }
             Err(_) => rows[p.row].status = RowStatus::UploadFailed("InternalError".into()),
         }
     }
 
-    verify(fs, &bucket, &rows, &uploaded, store.as_ref()).await?;
+    verify(fs, &bucket, &rows, &uploaded, &store).await?;
 
     let errors = rows.iter().filter(|r| r.status.is_error()).count() as u64;
     let log_bucket = manifest.log_bucket().to_owned();
@@ -562,93 +583,165 @@ fn failure_status(e: &ObjectStoreError) -> RowStatus {
     }
 }
 
+/// Re-reads file `u` once: its MD5, and for a multipart upload the ETag its parts give (the
+/// MD5 of the parts' MD5s, `-` and their number). The part MD5s are computed on a second
+/// thread, beside the whole-file MD5.
+fn reread(
+    fs: &dyn FileSystem,
+    u: &Uploaded,
+    buf: &mut [u8],
+) -> Result<(String, Option<String>), String> {
+    let mut whole = Md5::new();
+    let mut part_md5s: Vec<u8> = Vec::new();
+    let mut part = Md5::new();
+    let mut in_part = 0u64;
+    let mut offset = 0u64;
+    while offset < u.size {
+        let want = usize::try_from(
+            (u.size - offset)
+                .min(buf.len() as u64)
+                .min(u.part_size - in_part),
+        )
+        .unwrap_or(buf.len())
+        .min(buf.len());
+        let n = read_full(fs, u.id, offset, &mut buf[..want])
+            .map_err(|e| format!("re-reading failed: {e}"))?;
+        if n != want {
+            return Err(format!(
+                "the file ended at byte {} on re-reading",
+                offset + n as u64
+            ));
+        }
+        let chunk = &buf[..n];
+        if u.multipart {
+            tokio::task::block_in_place(|| {
+                std::thread::scope(|s| {
+                    s.spawn(|| part.update(chunk));
+                    whole.update(chunk);
+                })
+            });
+        } else {
+            tokio::task::block_in_place(|| whole.update(chunk));
+        }
+        offset += n as u64;
+        in_part += n as u64;
+        if u.multipart && (in_part == u.part_size || offset == u.size) {
+            part_md5s.extend_from_slice(&std::mem::take(&mut part).finalize());
+            in_part = 0;
+        }
+    }
+    let md5 = hex::encode(whole.finalize());
+    let etag = u.multipart.then(|| {
+        format!(
+            "{}-{}",
+            hex::encode(Md5::digest(&part_md5s)),
+            part_md5s.len() / 16
+        )
+    });
+    Ok((md5, etag))
+}
+
+/// HEAD requests verification keeps in flight while it re-reads the next files.
+const VERIFY_HEADS: usize = 32;
+
 /// Re-reads every uploaded file, and compares its MD5 with the log and the store's ETag and
-/// size with what was uploaded.
+/// size with what was uploaded. Files are re-read one after the other; the store is asked
+/// about each file while the next ones are re-read. The first file (in walk order) that
+/// differs fails the job.
 async fn verify(
     fs: &dyn FileSystem,
     bucket: &str,
     rows: &[LogRow],
     uploaded: &[Uploaded],
-    store: &dyn ObjectStore,
+    store: &Arc<dyn ObjectStore>,
 ) -> Result<(), ImportError> {
+    type Head = (usize, Result<Option<ObjectInfo>, ObjectStoreError>);
     let mut buf = vec![0u8; READ_CHUNK];
-    for u in uploaded {
+    let mut heads: JoinSet<Head> = JoinSet::new();
+    // The ETag each re-read file's object must have, by its place in `uploaded`.
+    let mut expected: Vec<String> = vec![String::new(); uploaded.len()];
+    let mut failures: Vec<(usize, ImportError)> = Vec::new();
+    let fail = |k: usize, why: String| {
+        (
+            k,
+            ImportError::Verification {
+                file: rows[uploaded[k].row].file.clone(),
+                why,
+            },
+        )
+    };
+    let check = |(k, head): Head, expected: &[String]| -> Option<(usize, ImportError)> {
+        let info = match head {
+            Ok(Some(info)) => info,
+            Ok(None) => return Some(fail(k, "the object is missing from the bucket".into())),
+            Err(e) => return Some(fail(k, format!("HEAD failed: {e}"))),
+        };
+        if info.size != uploaded[k].size {
+            return Some(fail(
+                k,
+                format!(
+                    "the object has {} bytes, the file {}",
+                    info.size, uploaded[k].size
+                ),
+            ));
+        }
+        if info.etag != expected[k] {
+            return Some(fail(
+                k,
+                format!(
+                    "the object's ETag is {}, expected {}",
+                    info.etag, expected[k]
+                ),
+            ));
+        }
+        None
+    };
+    let joined = |done: Option<Result<Head, tokio::task::JoinError>>| match done {
+        Some(Ok(head)) => Some(head),
+        Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: only when the runtime shuts down, and then nothing is waiting.
+        Some(Err(_)) | None => None,
+    };
+
+    for (k, u) in uploaded.iter().enumerate() {
         let row = &rows[u.row];
         if row.status != RowStatus::Ok {
             continue;
         }
-        let fail = |why: String| ImportError::Verification {
-            file: row.file.clone(),
-            why,
-        };
-        let mut whole = Md5::new();
-        let mut part_md5s: Vec<u8> = Vec::new();
-        let mut part = Md5::new();
-        let mut in_part = 0u64;
-        let mut offset = 0u64;
-        while offset < u.size {
-            let want = usize::try_from(
-                (u.size - offset)
-                    .min(READ_CHUNK as u64)
-                    .min(u.part_size - in_part),
-            )
-            .unwrap_or(READ_CHUNK);
-            let n = read_full(fs, u.id, offset, &mut buf[..want])
-                .map_err(|e| fail(format!("re-reading failed: {e}")))?;
-            if n != want {
-                return Err(fail(format!(
-                    "the file ended at byte {} on re-reading",
-                    offset + n as u64
-                )));
+        match reread(fs, u, &mut buf) {
+            Ok((md5, _)) if md5 != row.md5 => {
+                failures.push(fail(
+                    k,
+                    format!("MD5 {md5} on re-reading, {} when uploaded", row.md5),
+                ));
+                break;
             }
-            whole.update(&buf[..n]);
-            part.update(&buf[..n]);
-            offset += n as u64;
-            in_part += n as u64;
-            if in_part == u.part_size || offset == u.size {
-                part_md5s.extend_from_slice(&std::mem::take(&mut part).finalize());
-                in_part = 0;
+            Ok((md5, multipart_etag)) => expected[k] = multipart_etag.unwrap_or(md5),
+            Err(why) => {
+                failures.push(fail(k, why));
+                break;
             }
         }
-        let md5 = hex::encode(whole.finalize());
-        if md5 != row.md5 {
-            return Err(fail(format!(
-                "MD5 {md5} on re-reading, {} when uploaded",
-                row.md5
-            )));
+        while heads.len() >= VERIFY_HEADS {
+            if let Some(head) = joined(heads.join_next().await) {
+                failures.extend(check(head, &expected));
+            }
         }
-        let expected_etag = if u.multipart {
-            format!(
-                "{}-{}",
-                hex::encode(Md5::digest(&part_md5s)),
-                part_md5s.len() / 16
-            )
-        } else {
-            md5.clone()
-        };
         let key = row
             .key
             .strip_prefix(&format!("{bucket}/"))
-            .unwrap_or(&row.key);
-        let info = store
-            .head_object(bucket, key)
-            .await
-            .map_err(|e| fail(format!("HEAD failed: {e}")))?
-            .ok_or_else(|| fail("the object is missing from the bucket".into()))?;
-        if info.size != u.size {
-            return Err(fail(format!(
-                "the object has {} bytes, the file {}",
-                info.size, u.size
-            )));
-        }
-        if info.etag != expected_etag {
-            return Err(fail(format!(
-                "the object's ETag is {}, expected {expected_etag}",
-                info.etag
-            )));
-        }
+            .unwrap_or(&row.key)
+            .to_owned();
+        let (store, bucket) = (Arc::clone(store), bucket.to_owned());
+        heads.spawn(async move { (k, store.head_object(&bucket, &key).await) });
     }
-    Ok(())
+    while let Some(head) = joined(heads.join_next().await) {
+        failures.extend(check(head, &expected));
+    }
+    match failures.into_iter().min_by_key(|f| f.0) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

