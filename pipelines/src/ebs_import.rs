@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use drivers::source::ReadAt;
@@ -93,23 +92,10 @@ async fn put_with_retries(
     data: Vec<u8>,
     checksum: String,
 ) -> Result<(), SnapshotStoreError> {
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match store
-            .put_block(&snapshot, index, data.clone(), &checksum)
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < BLOCK_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "block upload failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::retry::with_backoff(BLOCK_ATTEMPTS, "block upload", || {
+        store.put_block(&snapshot, index, data.clone(), &checksum)
+    })
+    .await
 }
 
 /// Imports `device` into a new EBS snapshot.

@@ -3,7 +3,6 @@
 //! and the guide's two-line Glacier log.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use drivers::source::ReadAt;
 use md5::{Digest as _, Md5};
@@ -117,23 +116,10 @@ async fn upload_with_retries(
     body: Vec<u8>,
     hash: String,
 ) -> Result<(), VaultStoreError> {
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match vault
-            .upload_part(&name, &upload_id, first, body.clone(), &hash)
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < PART_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "part upload failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::retry::with_backoff(PART_ATTEMPTS, "part upload", || {
+        vault.upload_part(&name, &upload_id, first, body.clone(), &hash)
+    })
+    .await
 }
 
 /// Imports `device` into the manifest's vault as one archive.

@@ -11,6 +11,7 @@ pub mod ebs_import;
 pub mod glacier_import;
 pub mod manifest;
 pub mod object_store;
+pub mod retry;
 pub mod s3_import;
 pub mod signature;
 pub mod snapshot_store;
