@@ -161,13 +161,12 @@ impl S3Store {
     }
 }
 
-fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
-    operation: impl Into<String>,
-    bucket: &str,
-    key: &str,
+/// The service's error code and message of an SDK error, or `Network` and a short
+/// description when the request never got an answer. Shared by every store on the AWS SDK.
+pub fn sdk_error_parts<E: ProvideErrorMetadata + std::fmt::Debug>(
     e: &SdkError<E>,
-) -> ObjectStoreError {
-    let (code, message) = match e.as_service_error() {
+) -> (String, String) {
+    match e.as_service_error() {
         Some(s) => (
             s.code().unwrap_or("Error").to_owned(),
             s.message().unwrap_or("").to_owned(),
@@ -176,7 +175,16 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
             "Network".to_owned(),
             format!("{e:?}").chars().take(300).collect(),
         ),
-    };
+    }
+}
+
+fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    operation: impl Into<String>,
+    bucket: &str,
+    key: &str,
+    e: &SdkError<E>,
+) -> ObjectStoreError {
+    let (code, message) = sdk_error_parts(e);
     ObjectStoreError {
         operation: operation.into(),
         bucket: bucket.to_owned(),

@@ -84,16 +84,7 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
     snapshot: &str,
     e: &SdkError<E>,
 ) -> SnapshotStoreError {
-    let (code, message) = match e.as_service_error() {
-        Some(s) => (
-            s.code().unwrap_or("Error").to_owned(),
-            s.message().unwrap_or("").to_owned(),
-        ),
-        None => (
-            "Network".to_owned(),
-            format!("{e:?}").chars().take(300).collect(),
-        ),
-    };
+    let (code, message) = crate::object_store::sdk_error_parts(e);
     SnapshotStoreError {
         operation: operation.into(),
         snapshot: snapshot.to_owned(),

@@ -102,16 +102,7 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
     vault: &str,
     e: &SdkError<E>,
 ) -> VaultStoreError {
-    let (code, message) = match e.as_service_error() {
-        Some(s) => (
-            s.code().unwrap_or("Error").to_owned(),
-            s.message().unwrap_or("").to_owned(),
-        ),
-        None => (
-            "Network".to_owned(),
-            format!("{e:?}").chars().take(300).collect(),
-        ),
-    };
+    let (code, message) = crate::object_store::sdk_error_parts(e);
     VaultStoreError {
         operation: operation.into(),
         vault: vault.to_owned(),

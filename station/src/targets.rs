@@ -134,14 +134,8 @@ pub async fn s3_client(config: &Config, endpoint_override: Option<&str>) -> aws_
 fn describe<E: ProvideErrorMetadata + std::fmt::Debug>(
     e: &aws_sdk_s3::error::SdkError<E>,
 ) -> String {
-    match e.as_service_error() {
-        Some(service) => format!(
-            "{}: {}",
-            service.code().unwrap_or("error"),
-            service.message().unwrap_or("")
-        ),
-        None => format!("{e:?}").chars().take(300).collect(),
-    }
+    let (code, message) = pipelines::object_store::sdk_error_parts(e);
+    format!("{code}: {message}")
 }
 
 impl Targets for SdkTargets {
@@ -202,14 +196,7 @@ impl Targets for SdkTargets {
                 }
                 Err(e) => Err(TargetError {
                     what: format!("DescribeVault {vault} in {region}"),
-                    message: match e.as_service_error() {
-                        Some(s) => format!(
-                            "{}: {}",
-                            s.code().unwrap_or("error"),
-                            s.message().unwrap_or("")
-                        ),
-                        None => format!("{e:?}").chars().take(300).collect(),
-                    },
+                    message: describe(&e),
                 }),
             }
         })
