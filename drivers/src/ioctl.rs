@@ -17,6 +17,10 @@ const BLKGETSIZE64: libc::c_ulong =
 const BLKSSZGET: libc::c_ulong = 0x1268;
 /// `BLKPBSZGET`: `_IO(0x12, 123)`, the physical sector size (`unsigned int`).
 const BLKPBSZGET: libc::c_ulong = 0x127b;
+/// `BLKROGET`: `_IO(0x12, 94)`, the device's read-only flag (`int`, non-zero when read-only).
+const BLKROGET: libc::c_ulong = 0x125e;
+/// `BLKFLSBUF`: `_IO(0x12, 97)`, write back and drop the device's buffer cache (no argument).
+const BLKFLSBUF: libc::c_ulong = 0x1261;
 
 /// The size in bytes of the block device open as `file`.
 pub(crate) fn block_device_size(file: &File) -> io::Result<u64> {
@@ -59,6 +63,31 @@ pub(crate) fn physical_sector_size(file: &File) -> io::Result<u32> {
     Ok(size)
 }
 
+/// Whether the kernel marks the block device open as `file` read-only (`losetup -r`, a
+/// write-protect switch, `blockdev --setro`).
+pub(crate) fn read_only(file: &File) -> io::Result<bool> {
+    let mut flag: libc::c_int = 0;
+    // SAFETY: `file` is an open descriptor; BLKROGET writes one `int` through the pointer,
+    // which points to the local `flag` of that type.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKROGET, &mut flag as *mut libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flag != 0)
+}
+
+/// Writes back and drops the buffer cache of the block device open as `file`, so later
+/// buffered readers see what is on the device, not pages cached before it was written.
+pub(crate) fn flush_buffers(file: &File) -> io::Result<()> {
+    // SAFETY: `file` is an open descriptor; BLKFLSBUF takes no argument and writes no memory
+    // of ours (the third argument is ignored; 0 is passed).
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF, 0 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -67,5 +96,7 @@ mod tests {
         assert_eq!(super::BLKGETSIZE64, 0x8008_1272);
         assert_eq!(super::BLKSSZGET, 0x1268);
         assert_eq!(super::BLKPBSZGET, 0x127b);
+        assert_eq!(super::BLKROGET, 0x125e);
+        assert_eq!(super::BLKFLSBUF, 0x1261);
     }
 }

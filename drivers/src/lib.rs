@@ -10,9 +10,14 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod block_write;
 pub mod fs;
+pub mod identity;
 #[allow(unsafe_code)]
 mod ioctl;
 pub mod partition;
+pub mod policy;
 pub mod probe;
 pub mod source;
+pub mod truecrypt;
+pub mod udev;

@@ -290,8 +290,16 @@ fn ext(sb: &[u8]) -> Option<Detected> {
     })
 }
 
-/// HFS+ (`H+`, version 4) or HFSX (`HX`, version 5) by the volume header (`vh`) at 1024.
+/// HFS+ (`H+`, version 4) or HFSX (`HX`, version 5) by the volume header (`vh`) at 1024, or
+/// an HFS wrapper (`BD`) whose embedded volume is HFS+ (`H+` at 0x7C of its master directory
+/// block).
 fn hfs_plus(vh: &[u8]) -> Option<Detected> {
+    if &vh[0..2] == b"BD" && &vh[0x7C..0x7E] == b"H+" {
+        return Some(Detected {
+            fs_type: FsType::HfsPlus,
+            label: None,
+        });
+    }
     let signature = [vh[0], vh[1]];
     let version = u16::from_be_bytes([vh[2], vh[3]]);
     let block_size = u32::from_be_bytes([vh[40], vh[41], vh[42], vh[43]]);

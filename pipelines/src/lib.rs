@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ebs_import;
+pub mod erase;
 pub mod glacier_import;
 pub mod manifest;
 pub mod object_store;

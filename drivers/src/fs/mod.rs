@@ -7,6 +7,9 @@
 
 pub mod ext;
 pub mod fat;
+pub mod file_source;
+pub mod hfsplus;
+pub mod ntfs;
 pub mod walk;
 
 use std::fmt;
@@ -293,6 +296,18 @@ pub trait FileSystem: Send + Sync {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The names of entry `id`'s alternate data streams (NTFS named `$DATA` streams), which
+    /// are not part of the file's content: the pipeline notes them in the log. Empty for
+    /// filesystems without them.
+    ///
+    /// # Errors
+    ///
+    /// The entry's metadata cannot be read.
+    fn streams(&self, id: EntryId) -> Result<Vec<String>, FsError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
 }
 
 /// Opens the filesystem on `source`: finds its type by signature ([`crate::probe`]) and hands
@@ -315,10 +330,8 @@ pub fn open_filesystem(source: Arc<dyn ReadAt>) -> Result<Box<dyn FileSystem>, F
         FsType::Fat12 | FsType::Fat16 | FsType::Fat32 | FsType::ExFat => {
             Ok(Box::new(fat::FatFs::open(source)?))
         }
-        fs_type @ (FsType::Ntfs | FsType::HfsPlus | FsType::Hfsx) => Err(FsError::Unsupported {
-            device,
-            what: format!("{fs_type}: this station has no reader for it yet"),
-        }),
+        FsType::HfsPlus | FsType::Hfsx => Ok(Box::new(hfsplus::HfsFs::open(source)?)),
+        FsType::Ntfs => Ok(Box::new(ntfs::NtfsFs::open(source)?)),
     }
 }
 

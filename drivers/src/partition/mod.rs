@@ -1,5 +1,5 @@
-//! Partition tables, parsed in userspace: MBR (with extended and logical partitions) and GPT
-//! (CRCs checked, the backup header used when the primary is broken).
+//! Partition tables, parsed in userspace: MBR (with extended and logical partitions), GPT
+//! (CRCs checked, the backup header used when the primary is broken) and Apple partition maps.
 //!
 //! The kernels of the loading stations have no partition-table support, and a customer's
 //! table is untrusted input anyway: every count and offset read from the disk goes through
@@ -11,6 +11,7 @@
 //! entries in array order, skipping empty entries. [`Partition::kernel_number`] keeps the
 //! number Linux would give (`sdb5` for the first logical partition).
 
+mod apm;
 mod gpt;
 mod mbr;
 
@@ -27,15 +28,18 @@ pub enum Scheme {
     Mbr,
     /// A GUID partition table.
     Gpt,
+    /// An Apple partition map.
+    Apm,
 }
 
 impl Scheme {
-    /// `none`, `mbr` or `gpt`.
+    /// `none`, `mbr`, `gpt` or `apm`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Mbr => "mbr",
             Self::Gpt => "gpt",
+            Self::Apm => "apm",
         }
     }
 }
@@ -76,6 +80,8 @@ pub enum PartitionType {
     Mbr(u8),
     /// A GPT partition-type GUID.
     Gpt(Guid),
+    /// An Apple partition map type (`Apple_HFS`...), NUL-padded ASCII.
+    Apm([u8; 32]),
 }
 
 /// One partition.
@@ -275,6 +281,14 @@ pub enum Corrupt {
         /// The last usable LBA.
         usable_last: u64,
     },
+    /// An Apple partition map entry is unusable.
+    #[error("Apple partition map entry {slot}: {what}")]
+    ApmEntry {
+        /// The map slot (from 1).
+        slot: u32,
+        /// What is wrong, with the raw values.
+        what: String,
+    },
     /// Neither GPT header (with its entries) is valid.
     #[error("no valid GPT: primary (byte offset {primary_offset}): {primary}; backup (byte offset {backup_offset}): {backup}")]
     NoValidGpt {
@@ -363,6 +377,20 @@ impl PartitionTable {
         }
         let mut sector0 = [0u8; 512];
         source.read_exact_at(0, &mut sector0)?;
+        // An Apple partition map, unless a protective MBR says a GPT wins (hybrid disks).
+        let mut sector1 = [0u8; 2];
+        if source.size() >= 1024 {
+            source.read_exact_at(512, &mut sector1)?;
+        }
+        if let Some(bs) = apm::block_size(&sector0, &sector1) {
+            let protective = sector0[510..512] == [0x55, 0xAA]
+                && mbr::entries(&sector0)
+                    .iter()
+                    .any(|e| e.system_id == mbr::PROTECTIVE);
+            if !protective {
+                return apm::read(source, bs);
+            }
+        }
         if sector0[510..512] != [0x55, 0xAA] {
             // No MBR. A GPT without its protective MBR is still a GPT (some tools write it
             // that way); anything else is no table.

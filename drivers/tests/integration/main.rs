@@ -3,4 +3,8 @@
 mod ext;
 mod fat;
 mod helper;
+mod hfsplus;
+mod ntfs;
 mod partition;
+mod truecrypt;
+mod udev;

@@ -1,0 +1,3 @@
+//! pipelines integration tests: pipelines against real devices and tools.
+
+mod erase;
