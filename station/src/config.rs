@@ -45,6 +45,8 @@ pub struct Config {
     pub devices: DevicePolicy,
     /// How erasure is verified.
     pub erase: EraseConfig,
+    /// How long a bay waits for the operator and for progress.
+    pub bays: BayConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,26 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             devices: DevicePolicy::default(),
             erase: EraseConfig::default(),
+            bays: BayConfig::default(),
+        }
+    }
+}
+
+/// How long a bay waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BayConfig {
+    /// Seconds to wait for a barcode scan when a device has no SIGNATURE file.
+    pub scan_timeout_secs: u64,
+    /// Seconds without progress after which a transfer fails with DeviceError.
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for BayConfig {
+    fn default() -> Self {
+        Self {
+            scan_timeout_secs: 300,
+            stall_timeout_secs: 600,
         }
     }
 }

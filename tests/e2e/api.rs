@@ -11,7 +11,12 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     let venv = venv();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = dir.path().join("stationd.yaml");
-    std::fs::write(&config, "station_name: test-dock\n").unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.path().join("console.sock");
+    std::fs::write(
+        &config,
+        format!("station_name: test-dock\nconsole:\n  socket: {}\n", socket.display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
     let config_arg = config.display().to_string();
