@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use pipelines::erase::{self, Checkpoint, EraseOutcome, ErasePhase, ErasePlan, EraseResult, Verify};
+use pipelines::erase::{
+    self, Checkpoint, EraseOutcome, ErasePhase, ErasePlan, EraseResult, Verify,
+};
 
 use crate::config::{Config, EraseVerify};
 use crate::orchestrator::BayProgress;
@@ -137,8 +139,19 @@ pub async fn erase_device(
 
 /// The identity block of the certificate, from the device row's JSON.
 fn certificate_identity(device: &serde_json::Value) -> erase::DeviceIdentity {
-    let text = |k: &str| device.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let number = |k: &str| device.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let text = |k: &str| {
+        device
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let number = |k: &str| {
+        device
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
     erase::DeviceIdentity {
         path: text("devnode"),
         serial: text("serial"),
@@ -205,7 +218,8 @@ fn record(config: &Config, store: &Store, job: &EraseJob, outcome: &EraseOutcome
     };
     let dir = config.data_dir.join(CERTIFICATE_DIR);
     let file = dir.join(format!("erase-{record}.json"));
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &certificate)) {
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, &certificate))
+    {
         tracing::error!(path = %file.display(), error = %e, "cannot write the erase certificate (it is in the database)");
     }
     match failure {

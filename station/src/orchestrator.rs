@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drivers::identity::DeviceIdentity;
-use drivers::policy::{PolicyLimits, SizeLimit};
+use drivers::policy::{PolicyLimits, Refusal, SizeLimit};
 use drivers::udev::{DevType, DeviceAction, DeviceEvent};
 use pipelines::manifest::{self, JobKind, JobManifest, JobType, Manifest};
 use pipelines::s3_import::Progress;
@@ -310,7 +310,10 @@ impl Station {
         });
     }
 
-    fn bay_handles(&self, bay: &str) -> Option<(Arc<BayProgress>, Arc<AtomicBool>, watch::Receiver<bool>)> {
+    fn bay_handles(
+        &self,
+        bay: &str,
+    ) -> Option<(Arc<BayProgress>, Arc<AtomicBool>, watch::Receiver<bool>)> {
         lock(&self.bays).get(bay).map(|b| {
             (
                 Arc::clone(&b.progress),
@@ -326,12 +329,15 @@ impl Station {
             return;
         };
         let path = devnode.to_owned();
-        let identity = match tokio::task::spawn_blocking(move || drivers::identity::identify(&path)).await {
+        let identity = match tokio::task::spawn_blocking(move || drivers::identity::identify(&path))
+            .await
+        {
             Ok(Ok(identity)) => identity,
             Ok(Err(e)) => {
                 self.update(bay, |v| {
                     v.state = RunState::Refused;
-                    v.message = format!("cannot identify the device: {e}; check it and plug it in again");
+                    v.message =
+                        format!("cannot identify the device: {e}; check it and plug it in again");
                 });
                 tracing::warn!(bay, error = %e, "cannot identify");
                 return;
@@ -341,11 +347,25 @@ impl Station {
                 return;
             }
         };
+        // The station's own disks and things that are not disks are not bays: nothing to show.
+        if let Err(refusal @ (Refusal::SystemDisk { .. } | Refusal::NotStorage { .. })) =
+            drivers::policy::check(&identity, &self.limits(None))
+        {
+            tracing::info!(bay, "not a bay: {refusal}");
+            lock(&self.bays).remove(bay);
+            self.changed.send_modify(|n| *n += 1);
+            return;
+        }
         let key = identity_key(&identity);
         let details = identity_json(&identity);
         let described = identity.describe();
         self.update(bay, |v| v.device = described.clone());
-        let device_id = match self.store.record_device(&key, &devnode.display().to_string(), bay, &details.to_string()) {
+        let device_id = match self.store.record_device(
+            &key,
+            &devnode.display().to_string(),
+            bay,
+            &details.to_string(),
+        ) {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(bay, error = %e, "cannot record the device");
@@ -381,10 +401,15 @@ impl Station {
 
         // Policy before anything else reads further: a refused device is never written.
         if let Err(refusal) = drivers::policy::check(&identity, &self.limits(None)) {
-            self.transition(bay, run, RunState::Refused, &format!("{refusal}; the device goes back as it came"));
+            self.transition(
+                bay,
+                run,
+                RunState::Refused,
+                &format!("{refusal}; the device goes back as it came"),
+            );
             return;
         }
-        self.transition(bay, run, RunState::Identified, &format!("{described}"));
+        self.transition(bay, run, RunState::Identified, &described);
 
         let ctx = Worker {
             station: Arc::clone(self),
@@ -405,7 +430,9 @@ impl Station {
                         (job, Some(r))
                     }
                     _ => {
-                        ctx.refuse(&format!("the interrupted run's job {job_id} is not in the station database"));
+                        ctx.refuse(&format!(
+                            "the interrupted run's job {job_id} is not in the station database"
+                        ));
                         return;
                     }
                 }
@@ -423,7 +450,11 @@ impl Station {
                 .flatten()
                 .map_or(RunState::Transferring, |r| r.state);
             // The run keeps its state, so reinserting the device resumes that phase.
-            if let Err(e) = self.store.set_run_state(run, state, "the device was pulled; plug it in again to resume") {
+            if let Err(e) = self.store.set_run_state(
+                run,
+                state,
+                "the device was pulled; plug it in again to resume",
+            ) {
                 tracing::error!(run, error = %e, "cannot record the interruption");
             }
             tracing::warn!(bay, run, "device pulled mid-run");
@@ -598,12 +629,29 @@ impl Worker {
             Ok(SignatureRead::Found(text)) => match signature::parse_file(&text) {
                 Ok(p) => Some((p, "SIGNATURE file")),
                 Err(e) => {
-                    self.refuse(&format!("InvalidSignature: the SIGNATURE file is not valid ({e})"));
+                    self.refuse(&format!(
+                        "InvalidSignature: the SIGNATURE file is not valid ({e})"
+                    ));
                     return None;
                 }
             },
             Ok(SignatureRead::Missing(why)) => {
                 tracing::info!(bay = %self.bay, "no SIGNATURE file: {why}");
+                // A device this station loaded and erased (its SIGNATURE went with the erase)
+                // seen again, e.g. after a restart: it waits for shipping, not for a barcode.
+                let key = identity_key(&self.identity);
+                if let Ok(Some(done)) = self.store().last_finished_run(&key, self.run) {
+                    if let Some(job) = done.job_id.filter(|_| done.state == RunState::Done) {
+                        self.transition(
+                            RunState::Refused,
+                            &format!(
+                                "already loaded and erased for job {job} (run {}): ship it back: stationctl ship {job} --carrier NAME --tracking N",
+                                done.id
+                            ),
+                        );
+                        return None;
+                    }
+                }
                 None
             }
             Err(e) => {
@@ -670,7 +718,8 @@ impl Worker {
         {
             tracing::error!(job = %job.job_id, error = %e, "cannot record the job's device");
         }
-        self.station.update(&self.bay, |v| v.job_id = Some(job.job_id.clone()));
+        self.station
+            .update(&self.bay, |v| v.job_id = Some(job.job_id.clone()));
         self.transition(
             RunState::Authenticated,
             &format!("{how} verified for job {}", job.job_id),
@@ -682,20 +731,24 @@ impl Worker {
     /// comes in time or the device goes away.
     async fn wait_for_barcode(&self) -> Option<Presented> {
         let timeout = Duration::from_secs(self.station.config.bays.scan_timeout_secs);
+        self.station.update(&self.bay, |v| {
+            v.message = format!(
+                "no SIGNATURE file: scan the job's barcode (stationctl scan {}) within {} s",
+                self.bay,
+                timeout.as_secs()
+            );
+        });
         loop {
             let (tx, rx) = oneshot::channel();
             lock(&self.station.scans).insert(self.bay.clone(), tx);
-            self.station.update(&self.bay, |v| {
-                v.message = format!(
-                    "no SIGNATURE file: scan the job's barcode (stationctl scan {}) within {} s",
-                    self.bay,
-                    timeout.as_secs()
-                );
-            });
             let mut pulled = self.pulled_rx.clone();
             let text = tokio::select! {
                 r = tokio::time::timeout(timeout, rx) => match r {
                     Ok(Ok(text)) => text,
+                    _ if self.pulled.load(Ordering::SeqCst) => {
+                        self.transition(RunState::Refused, "the device was removed before it was authenticated");
+                        return None;
+                    }
                     _ => {
                         lock(&self.station.scans).remove(&self.bay);
                         let expected = lock(&self.station.expected).remove(&self.bay);
@@ -709,7 +762,10 @@ impl Worker {
                         return None;
                     }
                 },
-                _ = pulled.wait_for(|p| *p) => return None,
+                _ = pulled.wait_for(|p| *p) => {
+                    self.transition(RunState::Refused, "the device was removed before it was authenticated");
+                    return None;
+                }
             };
             match signature::parse_barcode(text.trim()) {
                 Ok(p) => return Some(p),
@@ -734,11 +790,16 @@ impl Worker {
         let manifest = match manifest::parse(job.manifest.as_bytes(), job_type, &rules) {
             Ok(m) => m,
             Err(e) => {
-                self.refuse(&format!("job {}'s stored manifest no longer validates: {e}", job.job_id));
+                self.refuse(&format!(
+                    "job {}'s stored manifest no longer validates: {e}",
+                    job.job_id
+                ));
                 return Ok(());
             }
         };
-        if let Err(refusal) = drivers::policy::check(&self.identity, &self.station.limits(Some(manifest.kind()))) {
+        if let Err(refusal) =
+            drivers::policy::check(&self.identity, &self.station.limits(Some(manifest.kind())))
+        {
             self.set_progress(&job.job_id, ProgressCode::UnsupportedDeviceType);
             self.refuse(&refusal.to_string());
             return Ok(());
@@ -772,7 +833,10 @@ impl Worker {
         }
         self.set_progress(&job.job_id, ProgressCode::InProgress);
         self.progress.reset(0);
-        self.transition(RunState::Transferring, &format!("loading job {}", job.job_id));
+        self.transition(
+            RunState::Transferring,
+            &format!("loading job {}", job.job_id),
+        );
         let journal = Arc::new(JobJournal::new(self.store().clone(), &job.job_id));
         let config = &self.station.config;
         let load = load_job(
@@ -802,13 +866,19 @@ impl Worker {
         match result {
             Some(Ok(LoadResult::Complete { log })) => {
                 self.record_result(&job.job_id, ProgressCode::Complete, 0);
-                self.transition(RunState::Logging, &format!("job {} complete; log at {log}", job.job_id));
+                self.transition(
+                    RunState::Logging,
+                    &format!("job {} complete; log at {log}", job.job_id),
+                );
             }
             Some(Ok(LoadResult::SuccessWithErrors { log, errors })) => {
                 self.record_result(&job.job_id, ProgressCode::SuccessWithErrors, errors);
                 self.transition(
                     RunState::Logging,
-                    &format!("job {} loaded with {errors} errors; log at {log}", job.job_id),
+                    &format!(
+                        "job {} loaded with {errors} errors; log at {log}",
+                        job.job_id
+                    ),
                 );
             }
             Some(Err(e)) => {
@@ -818,7 +888,10 @@ impl Worker {
                 self.record_result(&job.job_id, ProgressCode::DeviceError, 0);
                 self.transition(
                     RunState::Failed,
-                    &format!("job {} failed: {e:#}; the device will be erased", job.job_id),
+                    &format!(
+                        "job {} failed: {e:#}; the device will be erased",
+                        job.job_id
+                    ),
                 );
             }
             None => {

@@ -14,7 +14,10 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     let socket = dir.path().join("console.sock");
     std::fs::write(
         &config,
-        format!("station_name: test-dock\nconsole:\n  socket: {}\n", socket.display()),
+        format!(
+            "station_name: test-dock\nconsole:\n  socket: {}\n",
+            socket.display()
+        ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data");

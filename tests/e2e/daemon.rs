@@ -38,7 +38,11 @@ impl Loop {
             .arg(image)
             .output()
             .unwrap_or_else(|e| panic!("losetup: {e}"));
-        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
@@ -161,12 +165,21 @@ impl Dock {
     fn s3(&self, args: &[&str]) -> String {
         let out = Command::new(venv().join("bin/aws"))
             .args(args)
-            .args(["--endpoint-url", &format!("http://127.0.0.1:{}", self.moto_port), "--region", "us-east-1"])
+            .args([
+                "--endpoint-url",
+                &format!("http://127.0.0.1:{}", self.moto_port),
+                "--region",
+                "us-east-1",
+            ])
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .output()
             .unwrap_or_else(|e| panic!("aws: {e}"));
-        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -182,7 +195,13 @@ impl Dock {
             .map(|e| e.path().join("site-packages/awscli/botocore/data"))
             .unwrap_or_default();
         let out = Command::new(venv.join("bin/aws"))
-            .args(["importexport", "create-job", "--job-type", "Import", "--manifest"])
+            .args([
+                "importexport",
+                "create-job",
+                "--job-type",
+                "Import",
+                "--manifest",
+            ])
             .arg(format!("file://{}", path.display()))
             .args([
                 "--no-validate-only",
@@ -196,15 +215,31 @@ impl Dock {
             .env("AWS_SECRET_ACCESS_KEY", &self.keys.1)
             .output()
             .unwrap_or_else(|e| panic!("aws importexport: {e}"));
-        assert!(out.status.success(), "create-job: {}", String::from_utf8_lossy(&out.stderr));
-        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-        let job = reply["JobId"].as_str().unwrap_or_else(|| panic!("{reply}")).to_owned();
-        let signature = reply["SignatureFileContents"].as_str().unwrap_or_else(|| panic!("{reply}")).to_owned();
+        assert!(
+            out.status.success(),
+            "create-job: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let job = reply["JobId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_owned();
+        let signature = reply["SignatureFileContents"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_owned();
         (job, signature)
     }
 
     /// The bay's view once `done` holds for it, within `secs`.
-    fn wait_bay(&self, bay: &str, secs: u64, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    fn wait_bay(
+        &self,
+        bay: &str,
+        secs: u64,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let status = self.json(&["status"]);
@@ -253,7 +288,11 @@ fn tstd_image(dir: &Path, signature: &str) -> PathBuf {
         .arg(&sig)
         .output()
         .unwrap_or_else(|e| panic!("tstd.sh: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("tstd.img")
 }
 
@@ -269,12 +308,21 @@ fn all_zero(path: &str) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
 
-/// Every source file is its object, byte for byte.
+/// Every source file is its object, byte for byte (the bucket is fetched in one `aws s3 cp
+/// --recursive`, then compared file by file).
 fn assert_objects(dock: &Dock, src: &Path, files: &[&str]) {
+    let got = dock.dir.path().join("bucket");
+    let _ = std::fs::remove_dir_all(&got);
+    dock.s3(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "--quiet",
+        "s3://myawsbucket",
+        &got.display().to_string(),
+    ]);
     for rel in files {
-        let got = dock.dir.path().join("got");
-        dock.s3(&["s3", "cp", &format!("s3://myawsbucket/{rel}"), &got.display().to_string()]);
-        assert_eq!(md5_file(&got), md5_file(&src.join(rel)), "{rel}");
+        assert_eq!(md5_file(&got.join(rel)), md5_file(&src.join(rel)), "{rel}");
     }
 }
 
@@ -302,15 +350,35 @@ fn a_device_with_its_signature_is_loaded_verified_and_erased() {
         .collect();
     assert_eq!(
         states,
-        ["detected", "identified", "authenticated", "transferring", "logging", "erasing", "done"],
+        [
+            "detected",
+            "identified",
+            "authenticated",
+            "transferring",
+            "logging",
+            "erasing",
+            "done"
+        ],
         "{job}"
     );
     assert_objects(
         &dock,
         &work.path().join("src"),
-        &["Notice.txt", "README.txt", "images/wookie1.jpg", "images/chewie.GIF", "images/resources/chewie.psd", "images/chewie.TIF"],
+        &[
+            "Notice.txt",
+            "README.txt",
+            "images/wookie1.jpg",
+            "images/chewie.GIF",
+            "images/resources/chewie.psd",
+            "images/chewie.TIF",
+        ],
     );
-    let log = dock.s3(&["s3", "cp", &format!("s3://myawsbucket/import-log-{job_id}"), "-"]);
+    let log = dock.s3(&[
+        "s3",
+        "cp",
+        &format!("s3://myawsbucket/import-log-{job_id}"),
+        "-",
+    ]);
     assert!(log.contains(",200,OK,"), "{log}");
 
     // The erase: every byte of the device reads back as zero, and the record says so.
@@ -323,11 +391,24 @@ fn a_device_with_its_signature_is_loaded_verified_and_erased() {
     assert_eq!(record["bytes_written"], size);
     assert_eq!(record["bytes_verified"], size);
     let certificate = record["certificate"].as_str().unwrap_or_default();
-    assert!(certificate.starts_with("{\"algorithm\":\"HMAC-SHA256\""), "{certificate}");
-    assert!(certificate.contains(&format!("\"job_id\":\"{job_id}\"")), "{certificate}");
+    assert!(
+        certificate.starts_with("{\"algorithm\":\"HMAC-SHA256\""),
+        "{certificate}"
+    );
+    assert!(
+        certificate.contains(&format!("\"job_id\":\"{job_id}\"")),
+        "{certificate}"
+    );
 
     // The dock's manual step: shipping it back.
-    dock.stationctl(&["ship", &job_id, "--carrier", "UPS", "--tracking", "1Z999AA10123456784"]);
+    dock.stationctl(&[
+        "ship",
+        &job_id,
+        "--carrier",
+        "UPS",
+        "--tracking",
+        "1Z999AA10123456784",
+    ]);
     let job = dock.job(&job_id);
     assert_eq!(job["location"], "Returned");
     assert_eq!(job["carrier"], "UPS");
@@ -343,7 +424,13 @@ fn devices_without_a_valid_signature_are_refused_and_untouched() {
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let forged = signature
         .lines()
-        .map(|l| if l.starts_with("signature:") { "signature:AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned() } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("signature:") {
+                "signature:AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let image = tstd_image(work.path(), &forged);
@@ -377,20 +464,39 @@ fn devices_without_a_valid_signature_are_refused_and_untouched() {
     {
         let device = Loop::attach(&image);
         let waiting = dock.wait_bay(&device.bay(), 30, |v| {
-            v["message"].as_str().is_some_and(|m| m.contains("scan the job's barcode"))
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("scan the job's barcode"))
         });
         assert_eq!(waiting["state"], "identified", "{waiting}");
         let view = dock.wait_bay(&device.bay(), 30, final_state);
         assert_eq!(view["state"], "refused", "{view}");
-        assert!(view["message"].as_str().unwrap_or_default().starts_with("MissingSignature"), "{view}");
+        assert!(
+            view["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("MissingSignature"),
+            "{view}"
+        );
     }
     assert_eq!(md5_file(&image), before, "a refused device was written to");
     let records = dock.json(&["erase-records"]);
-    assert_eq!(records["erase_records"].as_array().map(Vec::len), Some(0), "{records}");
+    assert_eq!(
+        records["erase_records"].as_array().map(Vec::len),
+        Some(0),
+        "{records}"
+    );
 
     // Every operator action is audited; a scan for a bay that waits for nothing is refused.
     let out = Command::new(env!("CARGO_BIN_EXE_stationctl"))
-        .args(["--config", &dock.config(), "scan", "nosuchbay", "--barcode", "1.0:ABCDE:xyz"])
+        .args([
+            "--config",
+            &dock.config(),
+            "scan",
+            "nosuchbay",
+            "--barcode",
+            "1.0:ABCDE:xyz",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1));
@@ -426,7 +532,9 @@ fn kill_9_at_random_points_resumes_to_byte_exact_objects_and_an_erased_device() 
         | 1;
     eprintln!("kill-point seed {seed}");
     for (name, size) in [("big1.bin", 40 << 20), ("big2.bin", 27 << 20)] {
-        let data: Vec<u8> = (0..size).map(|i: usize| (next(&mut seed) as u8) ^ (i as u8)).collect();
+        let data: Vec<u8> = (0..size)
+            .map(|i: usize| (next(&mut seed) as u8) ^ (i as u8))
+            .collect();
         std::fs::write(src.join(name), data).unwrap_or_else(|e| panic!("{e}"));
         files.push(name.to_owned());
     }
@@ -451,25 +559,55 @@ fn kill_9_at_random_points_resumes_to_byte_exact_objects_and_an_erased_device() 
 
     let mut kills = 0;
     let mut phases = Vec::new();
-    while kills < 12 {
-        let delay = 150 + next(&mut seed) % 900;
-        std::thread::sleep(Duration::from_millis(delay));
+    let state_of = |dock: &Dock| {
         let status = dock.json(&["status"]);
-        let state = status["bays"]
+        status["bays"]
             .as_array()
             .and_then(|b| b.iter().find(|v| v["bay"] == bay.as_str()).cloned())
             .map(|v| v["state"].as_str().unwrap_or("").to_owned())
-            .unwrap_or_default();
-        if matches!(state.as_str(), "done" | "failed" | "refused") {
+            .unwrap_or_default()
+    };
+    // Nine kills at random moments, then three the moment the erase is running.
+    while kills < 12 {
+        let state = if kills < 9 {
+            let delay = 150 + next(&mut seed) % 900;
+            std::thread::sleep(Duration::from_millis(delay));
+            format!("{}@{delay}ms", state_of(&dock))
+        } else {
+            let start = Instant::now();
+            loop {
+                let state = state_of(&dock);
+                if state == "erasing" || matches!(state.as_str(), "done" | "failed" | "refused") {
+                    break state;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(300),
+                    "never reached the erase\n{}",
+                    dock.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        if ["done", "failed", "refused"]
+            .iter()
+            .any(|f| state.starts_with(f))
+        {
             break;
         }
         dock.kill();
         kills += 1;
-        phases.push(format!("{state}@{delay}ms"));
+        phases.push(state);
         dock.start();
     }
     eprintln!("killed {kills} times, in: {phases:?}");
-    assert!(kills >= 10, "the job finished before 10 kills ({phases:?}): make the disk bigger");
+    assert!(
+        kills >= 10,
+        "the job finished before 10 kills ({phases:?}): make the disk bigger"
+    );
+    assert!(
+        phases.iter().filter(|p| p.as_str() == "erasing").count() >= 2,
+        "fewer than 2 kills landed in the erase: {phases:?}"
+    );
 
     let view = dock.wait_bay(&bay, 300, final_state);
     assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
@@ -478,8 +616,218 @@ fn kill_9_at_random_points_resumes_to_byte_exact_objects_and_an_erased_device() 
     let file_refs: Vec<&str> = files.iter().map(String::as_str).collect();
     assert_objects(&dock, &src, &file_refs);
     let uploads = dock.s3(&["s3api", "list-multipart-uploads", "--bucket", "myawsbucket"]);
-    assert!(!uploads.contains("UploadId"), "multipart uploads left open: {uploads}");
+    assert!(
+        !uploads.contains("UploadId"),
+        "multipart uploads left open: {uploads}"
+    );
     assert!(all_zero(&device.0), "the device was not zeroed");
     let records = dock.json(&["erase-records"]);
-    assert_eq!(records["erase_records"][0]["result"], "verified", "{records}");
+    assert_eq!(
+        records["erase_records"][0]["result"], "verified",
+        "{records}"
+    );
+}
+
+/// Sends a synthetic udev event for `devnode` (as a pulled or reinserted device makes).
+fn trigger(action: &str, devnode: &str) {
+    let ok = Command::new("udevadm")
+        .args(["trigger", &format!("--action={action}"), devnode])
+        .status()
+        .unwrap_or_else(|e| panic!("udevadm: {e}"));
+    assert!(ok.success(), "udevadm trigger --action={action} {devnode}");
+}
+
+#[test]
+fn a_device_pulled_mid_transfer_resumes_when_plugged_in_again() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("transfer:\n  memory_cap_mib: 16\n");
+    let (job_id, signature) = dock.create_job(&manifest());
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(src.join("SIGNATURE"), &signature).unwrap_or_else(|e| panic!("{e}"));
+    let data: Vec<u8> = (0..(90u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("video.bin"), &data).unwrap_or_else(|e| panic!("{e}"));
+    let image = work.path().join("disk.img");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&src)
+        .arg(&image)
+        .arg("128M")
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.ext4: {e}"));
+    assert!(mkfs.success());
+    let device = Loop::attach(&image);
+    let bay = device.bay();
+    dock.wait_bay(&bay, 60, |v| v["state"] == "transferring");
+
+    // Pulled: the bay empties, the run keeps its state and says how to resume.
+    trigger("remove", &device.0);
+    let start = Instant::now();
+    loop {
+        let status = dock.json(&["status"]);
+        let present = status["bays"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|v| v["bay"] == bay.as_str()));
+        if !present {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the bay did not empty: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    let job = loop {
+        let job = dock.job(&job_id);
+        if job["runs"][0]["run"]["message"] == "the device was pulled; plug it in again to resume" {
+            break job;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the run did not stop: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(job["runs"][0]["run"]["state"], "transferring", "{job}");
+    assert_eq!(job["progress"], "InProgress", "{job}");
+
+    // Plugged in again: the same run resumes and finishes.
+    trigger("add", &device.0);
+    let view = dock.wait_bay(&bay, 180, final_state);
+    assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+    let job = dock.job(&job_id);
+    assert_eq!(job["progress"], "Complete", "{job}");
+    assert_eq!(
+        job["runs"].as_array().map(Vec::len),
+        Some(1),
+        "one run, resumed: {job}"
+    );
+    assert_objects(&dock, &src, &["video.bin"]);
+}
+
+#[test]
+fn a_stalled_transfer_fails_with_device_error_and_the_device_is_still_erased() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("bays:\n  stall_timeout_secs: 3\n");
+    let (job_id, signature) = dock.create_job(&manifest());
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = tstd_image(work.path(), &signature);
+    // The target stops answering (its process is stopped): uploads hang, progress stops.
+    let moto = dock._moto.0.id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &moto]).status();
+    assert!(stop.is_ok_and(|s| s.success()));
+    let device = Loop::attach(&image);
+    let view = dock.wait_bay(&device.bay(), 120, final_state);
+    let _ = Command::new("kill").args(["-CONT", &moto]).status();
+    assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+    let job = dock.job(&job_id);
+    assert_eq!(job["progress"], "DeviceError", "{job}");
+    let messages: Vec<&str> = job["runs"][0]["transitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{job}"))
+        .iter()
+        .filter_map(|t| t["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("no progress for 3 s (DeviceError)")),
+        "{messages:?}"
+    );
+    assert!(
+        all_zero(&device.0),
+        "a failed import's device is erased too"
+    );
+}
+
+#[test]
+fn an_ebs_device_is_authenticated_by_the_scanned_barcode() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("bays:\n  scan_timeout_secs: 60\n");
+    let manifest: String = std::fs::read_to_string(
+        repo().join("pipelines/testdata/manifests/guide/ebs-import-required.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .replace("logBucket: myBucket", "logBucket: myawsbucket");
+    let (job_id, signature_file) = dock.create_job(&manifest);
+    let signature = signature_file
+        .lines()
+        .find_map(|l| l.strip_prefix("signature:"))
+        .unwrap_or_else(|| panic!("{signature_file}"));
+
+    // A raw disk (EBS imports never read a filesystem): random and all-zero stretches.
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = work.path().join("volume.img");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes = vec![0u8; 6 << 20];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        if !(2 << 20..4 << 20).contains(&i) {
+            *b = next(&mut seed) as u8;
+        }
+    }
+    std::fs::write(&image, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let device = Loop::attach(&image);
+    let bay = device.bay();
+    dock.wait_bay(&bay, 30, |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("scan the job's barcode"))
+    });
+
+    // A scan that is not a job barcode is refused; the bay keeps waiting.
+    let scan = |line: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stationctl"))
+            .args(["--config", &dock.config(), "scan", &bay])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin
+                .write_all(line.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = scan("4006381333931\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dock.wait_bay(&bay, 30, |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a job barcode"))
+    });
+    // The scanner types the barcode and Enter, as `stationctl scan` reads it.
+    let out = scan(&format!("1.0:{job_id}:{signature}\r\n"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let view = dock.wait_bay(&bay, 120, final_state);
+    assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+    let job = dock.job(&job_id);
+    assert_eq!(job["progress"], "Complete", "{job}");
+    let transitions = job["runs"][0]["transitions"].to_string();
+    assert!(transitions.contains("barcode verified"), "{transitions}");
+    let log = dock.s3(&[
+        "s3",
+        "cp",
+        &format!("s3://myawsbucket/import-log-{job_id}"),
+        "-",
+    ]);
+    assert!(!log.is_empty());
+    assert!(all_zero(&device.0), "the device was not zeroed");
 }

@@ -370,7 +370,11 @@ pub async fn run(
             continue;
         }
         let name = w.path.last().and_then(RawName::to_utf8).unwrap_or_default();
-        if let Some(done) = options.journal.finished(&key).filter(|f| f.size == entry.size) {
+        if let Some(done) = options
+            .journal
+            .finished(&key)
+            .filter(|f| f.size == entry.size)
+        {
             // An earlier run of this job stored it; verification below still re-reads it
             // and checks the object.
             progress.bytes(entry.size);
@@ -649,7 +653,11 @@ async fn resume_upload(
         // cannot list parts. An upload the store no longer knows is started afresh.
         match store.list_parts(bucket, key, &id).await {
             Ok(parts) => {
-                tracing::info!(key, parts = parts.len(), "resuming the journal's multipart upload");
+                tracing::info!(
+                    key,
+                    parts = parts.len(),
+                    "resuming the journal's multipart upload"
+                );
                 let parts = parts
                     .into_iter()
                     .map(|p| (p.number, (p.etag, p.size)))

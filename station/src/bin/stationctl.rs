@@ -360,8 +360,9 @@ fn connect(config: &Path) -> anyhow::Result<UnixStream> {
 fn console(config: &Path, request: &Request, json: bool) -> anyhow::Result<ExitCode> {
     let mut stream = connect(config)?;
     station::console::send(&mut stream, request)?;
-    let reply: Reply = station::console::receive(&mut stream)?
-        .ok_or_else(|| anyhow::anyhow!("stationd closed the console connection without answering"))?;
+    let reply: Reply = station::console::receive(&mut stream)?.ok_or_else(|| {
+        anyhow::anyhow!("stationd closed the console connection without answering")
+    })?;
     if json {
         println!("{}", reply.data);
     } else if reply.ok {

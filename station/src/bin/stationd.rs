@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drivers::udev::{DeviceWatcher, WatchOptions};
 use station::api::{self, ApiState};
 use station::config::{Config, DEFAULT_CONFIG_PATH};
-use drivers::udev::{DeviceWatcher, WatchOptions};
 use station::keys::StationKey;
 use station::orchestrator::Station;
 use station::store::Store;
@@ -103,7 +103,8 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
         targets: Arc::new(targets),
         station_name: config.station_name.clone(),
     });
-    let console = station::console::server::bind(&config.console.socket, config.console.group.as_deref())?;
+    let console =
+        station::console::server::bind(&config.console.socket, config.console.group.as_deref())?;
     let station = Station::new(config.clone(), store, endpoint_url);
 
     // udev events (and the devices present at start) reach the orchestrator in order.

@@ -239,8 +239,7 @@ mod tests {
         let mut wire = Vec::new();
         send(&mut wire, &request).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&wire[..4], &((wire.len() - 4) as u32).to_be_bytes());
-        let back: Option<Request> =
-            receive(&mut wire.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        let back: Option<Request> = receive(&mut wire.as_slice()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, Some(request));
         let none: Option<Request> = receive(&mut &[][..]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(none, None);

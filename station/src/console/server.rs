@@ -28,8 +28,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("{}: cannot remove the stale console socket", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("{}: cannot remove the stale console socket", path.display())
+        })?;
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -43,8 +44,12 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
         let gid = group_id(group).with_context(|| {
             format!("console.group `{group}` is not a group on this machine (see /etc/group)")
         })?;
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .with_context(|| format!("{}: cannot give the socket to group {group}", path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!(
+                "{}: cannot give the socket to group {group}",
+                path.display()
+            )
+        })?;
     }
     Ok(listener)
 }
@@ -119,7 +124,12 @@ async fn connection(mut stream: UnixStream, station: Arc<Station>) -> anyhow::Re
         if let Err(e) = station.store().audit(uid, request.name(), &detail) {
             tracing::error!(error = %e, "cannot write the audit trail");
         }
-        tracing::info!(uid, action = request.name(), ok = reply.ok, "operator action");
+        tracing::info!(
+            uid,
+            action = request.name(),
+            ok = reply.ok,
+            "operator action"
+        );
     }
     write_frame(&mut stream, &reply).await?;
     Ok(())
@@ -154,7 +164,8 @@ fn bay_line(b: &BayView) -> String {
             b.files,
             b.planned_files,
             b.rate_mb_s,
-            b.eta_secs.map_or("-".to_owned(), |s| format!("{}m{:02}s", s / 60, s % 60))
+            b.eta_secs
+                .map_or("-".to_owned(), |s| format!("{}m{:02}s", s / 60, s % 60))
         ));
     }
     if !b.message.is_empty() {
@@ -175,11 +186,17 @@ fn handle(station: &Station, request: &Request) -> Reply {
     match request {
         Request::Status | Request::Watch => status(station),
         Request::Scan { bay, text } => match station.scan(bay, text) {
-            Ok(()) => Reply::ok(format!("bay {bay}: barcode received\n"), serde_json::json!({"bay": bay})),
+            Ok(()) => Reply::ok(
+                format!("bay {bay}: barcode received\n"),
+                serde_json::json!({"bay": bay}),
+            ),
             Err(e) => Reply::error(e),
         },
         Request::Unlock { bay } => match station.unlock(bay) {
-            Ok(()) => Reply::ok(format!("bay {bay}: unlocked\n"), serde_json::json!({"bay": bay})),
+            Ok(()) => Reply::ok(
+                format!("bay {bay}: unlocked\n"),
+                serde_json::json!({"bay": bay}),
+            ),
             Err(e) => Reply::error(e),
         },
         Request::Jobs => match store.recent_jobs(200) {
@@ -204,7 +221,9 @@ fn handle(station: &Station, request: &Request) -> Reply {
         Request::JobShow { job_id } => {
             let job = match store.job(job_id) {
                 Ok(Some(j)) => j,
-                Ok(None) => return Reply::error(format!("no job {job_id} (stationctl jobs lists them)")),
+                Ok(None) => {
+                    return Reply::error(format!("no job {job_id} (stationctl jobs lists them)"))
+                }
                 Err(e) => return db(e),
             };
             let runs = match store.runs(Some(job_id), 50) {
@@ -267,7 +286,9 @@ fn handle(station: &Station, request: &Request) -> Reply {
         Request::Receive { job_id, bay } => {
             let job = match store.job(job_id) {
                 Ok(Some(j)) => j,
-                Ok(None) => return Reply::error(format!("no job {job_id}: check the package's label")),
+                Ok(None) => {
+                    return Reply::error(format!("no job {job_id}: check the package's label"))
+                }
                 Err(e) => return db(e),
             };
             if matches!(job.progress, ProgressCode::Canceled | ProgressCode::Expired) {

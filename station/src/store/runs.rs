@@ -343,6 +343,30 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
+    /// The newest finished run of the device with `identity`, other than run `except`.
+    ///
+    /// # Errors
+    ///
+    /// The database fails.
+    pub fn last_finished_run(
+        &self,
+        identity: &str,
+        except: i64,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM run r JOIN device d ON d.id = r.device_id
+                     WHERE r.identity = ?1 AND r.id != ?2 AND r.state IN ('done', 'failed')
+                     ORDER BY r.id DESC LIMIT 1"
+                ),
+                params![identity, except],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
     /// Run `id`.
     ///
     /// # Errors
@@ -532,7 +556,12 @@ impl Store {
     /// # Errors
     ///
     /// The database fails.
-    pub fn set_shipped(&self, job_id: &str, carrier: &str, tracking: &str) -> Result<(), StoreError> {
+    pub fn set_shipped(
+        &self,
+        job_id: &str,
+        carrier: &str,
+        tracking: &str,
+    ) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE job SET location_code = 'Returned', carrier = ?2, tracking_number = ?3 WHERE job_id = ?1",
@@ -574,14 +603,25 @@ mod tests {
             .unwrap_or_else(|| panic!("no unfinished run"));
         assert_eq!(found.state, RunState::Erasing);
         assert_eq!(
-            (found.erase_started, found.erase_written, found.erase_verified, found.erase_checked),
+            (
+                found.erase_started,
+                found.erase_written,
+                found.erase_verified,
+                found.erase_checked
+            ),
             (7, 1 << 30, 1 << 29, 1 << 28)
         );
-        assert!(store.unfinished_run("usb:SN2").unwrap_or_else(|e| panic!("{e}")).is_none());
+        assert!(store
+            .unfinished_run("usb:SN2")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
         store
             .set_run_state(run, RunState::Done, "erased")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(store.unfinished_run("usb:SN1").unwrap_or_else(|e| panic!("{e}")).is_none());
+        assert!(store
+            .unfinished_run("usb:SN1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
         let states: Vec<String> = store
             .transitions(run)
             .unwrap_or_else(|e| panic!("{e}"))
