@@ -230,7 +230,7 @@ impl Default for DevicePolicy {
 pub enum EraseVerify {
     /// Every block is read back and checked to be zero.
     Full,
-    /// A random sample of blocks (and the first and last MiB) is read back.
+    /// One 8 MiB chunk in 64, and the last, is read back.
     Sampled,
 }
 

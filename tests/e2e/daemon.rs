@@ -400,6 +400,18 @@ fn a_device_with_its_signature_is_loaded_verified_and_erased() {
         "{certificate}"
     );
 
+    // A second daemon does not take over a live one's console socket.
+    let second = Command::new(env!("CARGO_BIN_EXE_stationd"))
+        .args(["--config", &dock.config(), "run"])
+        .output()
+        .unwrap_or_else(|e| panic!("stationd: {e}"));
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another stationd is answering"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
     // The dock's manual step: shipping it back.
     dock.stationctl(&[
         "ship",
