@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use crate::helper::{free_port, repo, start_moto, stationctl, venv, wait_for_port, Server};
+use crate::helper::{
+    awscli_data_path, free_port, repo, start_moto, stationctl, venv, wait_for_port, Server,
+};
 
 #[test]
 fn aws_cli_and_boto3_against_stationd_and_moto() {
@@ -73,12 +75,7 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     );
     wait_for_port(api_port, "stationd");
 
-    let data_path = std::fs::read_dir(venv.join("lib"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.path().join("site-packages/awscli/botocore/data"))
-        .unwrap_or_default();
+    let data_path = awscli_data_path();
     let path = format!(
         "{}:{}",
         venv.join("bin").display(),

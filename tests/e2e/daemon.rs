@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::helper::{free_port, repo, start_moto, venv, wait_for_port, Server};
+use crate::helper::{
+    aws, awscli_data_path, free_port, repo, start_moto, venv, wait_for_port, Server,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -163,38 +165,14 @@ impl Dock {
     }
 
     fn s3(&self, args: &[&str]) -> String {
-        let out = Command::new(venv().join("bin/aws"))
-            .args(args)
-            .args([
-                "--endpoint-url",
-                &format!("http://127.0.0.1:{}", self.moto_port),
-                "--region",
-                "us-east-1",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .output()
-            .unwrap_or_else(|e| panic!("aws: {e}"));
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        aws(&format!("http://127.0.0.1:{}", self.moto_port), args)
     }
 
     /// `aws importexport create-job` against the station: (job ID, SIGNATURE file contents).
     fn create_job(&self, manifest: &str) -> (String, String) {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, manifest).unwrap_or_else(|e| panic!("{e}"));
-        let venv = venv();
-        let data_path = std::fs::read_dir(venv.join("lib"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path().join("site-packages/awscli/botocore/data"))
-            .unwrap_or_default();
-        let out = Command::new(venv.join("bin/aws"))
+        let out = Command::new(venv().join("bin/aws"))
             .args([
                 "importexport",
                 "create-job",
@@ -210,7 +188,7 @@ impl Dock {
                 "--region",
                 "us-east-1",
             ])
-            .env("AWS_DATA_PATH", data_path)
+            .env("AWS_DATA_PATH", awscli_data_path())
             .env("AWS_ACCESS_KEY_ID", &self.keys.0)
             .env("AWS_SECRET_ACCESS_KEY", &self.keys.1)
             .output()

@@ -314,3 +314,32 @@ pub fn start_garage(buckets: &[&str]) -> Garage {
     wait_for_port(s3, "garage S3 API");
     garage
 }
+
+/// Runs the test environment's `aws` against `endpoint` (a local server, us-east-1, test
+/// credentials); panics with its stderr when it fails, else returns its stdout.
+pub fn aws(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new(venv().join("bin/aws"))
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap_or_else(|e| panic!("aws: {e}"));
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where awscli v1 keeps its botocore models (for `AWS_DATA_PATH`: boto3's botocore lacks the
+/// importexport model; awscli v1 ships it).
+pub fn awscli_data_path() -> PathBuf {
+    std::fs::read_dir(venv().join("lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("site-packages/awscli/botocore/data"))
+        .unwrap_or_default()
+}
