@@ -20,3 +20,4 @@ pub mod pdf;
 pub mod store;
 pub mod systemd;
 pub mod targets;
+pub mod unlock;

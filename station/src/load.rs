@@ -179,8 +179,15 @@ pub async fn load_job(
             manifest.kind()
         ),
     }
-    let inspected = inspect(device)?;
-    let source = inspected.select(None)?;
+    let source = match manifest.true_crypt_password() {
+        Some(password) => {
+            let unlocked =
+                crate::unlock::open_encrypted(device, job_id, password.expose().as_bytes())?;
+            tracing::info!(job = job_id, "unlocked the {}", unlocked.what);
+            unlocked.source
+        }
+        None => inspect(device)?.select(None)?,
+    };
     let fs = drivers::fs::open_filesystem(source)?;
     for warning in fs.warnings() {
         tracing::warn!(device = %device.display(), "{warning}");

@@ -438,7 +438,24 @@ impl Station {
                 }
             }
             _ => match ctx.authenticate().await {
-                Some(job) => (job, None),
+                Some(Auth {
+                    job,
+                    unusable: None,
+                }) => (job, None),
+                Some(Auth {
+                    job,
+                    unusable: Some(why),
+                }) => {
+                    ctx.set_progress(&job.job_id, ProgressCode::UnsupportedFileFormat);
+                    ctx.transition(
+                        RunState::Failed,
+                        &format!("UnsupportedFileFormat: {why}; no import: the device will be erased and returned"),
+                    );
+                    if let Err(Stop::Pulled) = ctx.erase(&job, None).await {
+                        tracing::warn!(bay, run, "device pulled during the erase");
+                    }
+                    return;
+                }
                 None => return,
             },
         };
@@ -622,7 +639,7 @@ impl Worker {
 
     /// Finds the job this device belongs to: its SIGNATURE file, else a scanned barcode.
     /// A device that fails is refused (never loaded, never erased).
-    async fn authenticate(&self) -> Option<JobRecord> {
+    async fn authenticate(&self) -> Option<Auth> {
         let path = self.devnode.clone();
         let read = tokio::task::spawn_blocking(move || read_signature(&path)).await;
         let presented = match read {
@@ -640,7 +657,16 @@ impl Worker {
                 // A device this station loaded and erased (its SIGNATURE went with the erase)
                 // seen again, e.g. after a restart: it waits for shipping, not for a barcode.
                 let key = identity_key(&self.identity);
-                if let Ok(Some(done)) = self.store().last_finished_run(&key, self.run) {
+                let path = self.devnode.clone();
+                let blank = tokio::task::spawn_blocking(move || starts_blank(&path))
+                    .await
+                    .unwrap_or(false);
+                let done = if blank {
+                    self.store().last_finished_run(&key, self.run)
+                } else {
+                    Ok(None)
+                };
+                if let Ok(Some(done)) = done {
                     if let Some(job) = done.job_id.filter(|_| done.state == RunState::Done) {
                         self.transition(
                             RunState::Refused,
@@ -661,9 +687,22 @@ impl Worker {
         };
         let (presented, how) = match presented {
             Some(p) => p,
-            None => match self.wait_for_barcode().await {
-                Some(p) => (p, "barcode"),
-                None => return None,
+            None => match self.try_encrypted().await {
+                Encrypted::Signature(text) => match signature::parse_file(&text) {
+                    Ok(p) => (p, "SIGNATURE file in the TrueCrypt volume"),
+                    Err(e) => {
+                        self.refuse(&format!(
+                            "InvalidSignature: the SIGNATURE file in the TrueCrypt volume is not valid ({e})"
+                        ));
+                        return None;
+                    }
+                },
+                Encrypted::Unusable(job, why) => return self.unusable(*job, why),
+                Encrypted::Refused => return None,
+                Encrypted::Nothing => match self.wait_for_barcode().await {
+                    Some(p) => (p, "barcode"),
+                    None => return None,
+                },
             },
         };
         let job = match self.store().job(&presented.job_id) {
@@ -724,7 +763,96 @@ impl Worker {
             RunState::Authenticated,
             &format!("{how} verified for job {}", job.job_id),
         );
-        Some(job)
+        Some(Auth {
+            job,
+            unusable: None,
+        })
+    }
+
+    /// A device the guide says to erase without importing (its job is known, its encryption
+    /// is not what the job said): the job ends UnsupportedFileFormat.
+    fn unusable(&self, job: JobRecord, why: String) -> Option<Auth> {
+        if let Err(e) = self
+            .store()
+            .set_run_job(self.run, &job.job_id)
+            .and_then(|()| self.store().set_location(&job.job_id, LocationCode::AtAWS))
+        {
+            tracing::error!(job = %job.job_id, error = %e, "cannot record the job's device");
+        }
+        self.station
+            .update(&self.bay, |v| v.job_id = Some(job.job_id.clone()));
+        Some(Auth {
+            job,
+            unusable: Some(why),
+        })
+    }
+
+    /// Looks for the SIGNATURE inside a TrueCrypt volume or `<JOBID>.tc` container, trying the
+    /// password of each job the device may belong to: the job its container is named after,
+    /// the job the operator said goes into this bay, else every open S3 import job that has a
+    /// trueCryptPassword (at most [`MAX_TRUECRYPT_CANDIDATES`]).
+    async fn try_encrypted(&self) -> Encrypted {
+        let path = self.devnode.clone();
+        let named = tokio::task::spawn_blocking(move || crate::unlock::container_jobs(&path))
+            .await
+            .unwrap_or_default();
+        let expected = lock(&self.station.expected).get(&self.bay).cloned();
+        // Jobs the device itself (its container's name) or the operator names: if their
+        // password does not open it, the guide says erase and return.
+        let mut claimed: Vec<String> = named;
+        claimed.extend(expected);
+        claimed.dedup();
+        let mut candidates: Vec<(JobRecord, bool)> = Vec::new();
+        for job_id in &claimed {
+            if let Ok(Some(job)) = self.store().job(job_id) {
+                candidates.push((job, true));
+            }
+        }
+        if candidates.is_empty() {
+            let jobs = self.store().recent_jobs(200).unwrap_or_default();
+            candidates.extend(
+                jobs.into_iter()
+                    .filter(|j| j.kind == "s3-import" && !j.progress.is_final())
+                    .filter(|j| j.manifest.contains("trueCryptPassword"))
+                    .take(MAX_TRUECRYPT_CANDIDATES)
+                    .map(|j| (j, false)),
+            );
+        }
+        let rules = self.station.config.manifest_rules();
+        for (job, claimed) in candidates {
+            let Ok(manifest) = manifest::parse(job.manifest.as_bytes(), JobType::Import, &rules)
+            else {
+                continue;
+            };
+            let Some(password) = manifest.true_crypt_password() else {
+                continue;
+            };
+            let password = zeroize::Zeroizing::new(password.expose().as_bytes().to_vec());
+            self.station.update(&self.bay, |v| {
+                v.message = format!("trying job {}'s TrueCrypt password", job.job_id);
+            });
+            let (path, job_id) = (self.devnode.clone(), job.job_id.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let unlocked = crate::unlock::open_encrypted(&path, &job_id, &password)?;
+                Ok::<_, crate::unlock::UnlockError>(read_signature_in(unlocked.source))
+            })
+            .await;
+            match opened {
+                Ok(Ok(SignatureRead::Found(text))) => return Encrypted::Signature(text),
+                Ok(Ok(SignatureRead::Missing(why))) => {
+                    self.set_progress(&job.job_id, ProgressCode::MissingSignature);
+                    self.refuse(&format!(
+                        "MissingSignature: job {}'s TrueCrypt volume opened, but {why}",
+                        job.job_id
+                    ));
+                    return Encrypted::Refused;
+                }
+                Ok(Err(e)) if claimed => return Encrypted::Unusable(Box::new(job), e.to_string()),
+                Ok(Err(e)) => tracing::debug!(job = %job.job_id, "not this job's device: {e}"),
+                Err(e) => tracing::error!(error = %e, "TrueCrypt trial panicked"),
+            }
+        }
+        Encrypted::Nothing
     }
 
     /// Asks the operator to scan the device's barcode; `None` (refused) when no valid scan
@@ -821,16 +949,6 @@ impl Worker {
 
     /// Runs the job's pipeline under the watchdog; records the job's result.
     async fn transfer(&self, job: &JobRecord, manifest: &Manifest) -> Result<(), Stop> {
-        // A PIN-pad device whose SIGNATURE was readable is unlocked already; TrueCrypt needs
-        // the decrypting view.
-        if manifest.true_crypt_password().is_some() {
-            self.set_progress(&job.job_id, ProgressCode::UnsupportedFileFormat);
-            self.transition(
-                RunState::Failed,
-                "the manifest asks for decryption, which this station cannot do yet; the device will be erased",
-            );
-            return Ok(());
-        }
         self.set_progress(&job.job_id, ProgressCode::InProgress);
         self.progress.reset(0);
         self.transition(
@@ -879,6 +997,13 @@ impl Worker {
                         "job {} loaded with {errors} errors; log at {log}",
                         job.job_id
                     ),
+                );
+            }
+            Some(Err(e)) if e.downcast_ref::<crate::unlock::UnlockError>().is_some() => {
+                self.record_result(&job.job_id, ProgressCode::UnsupportedFileFormat, 0);
+                self.transition(
+                    RunState::Failed,
+                    &format!("UnsupportedFileFormat: {e}; no import: the device will be erased and returned"),
                 );
             }
             Some(Err(e)) => {
@@ -973,6 +1098,29 @@ impl Worker {
     }
 }
 
+/// Jobs whose TrueCrypt password is tried on a device that names none.
+const MAX_TRUECRYPT_CANDIDATES: usize = 8;
+
+/// A device's job, found by its SIGNATURE or barcode.
+struct Auth {
+    job: JobRecord,
+    /// Set when the job is known but the device is not what it promised (its TrueCrypt volume
+    /// does not open): no import, erase and return.
+    unusable: Option<String>,
+}
+
+/// What trying the candidate jobs' TrueCrypt passwords found.
+enum Encrypted {
+    /// The SIGNATURE file inside the opened volume.
+    Signature(Vec<u8>),
+    /// The device names a job, but cannot be opened as the guide requires.
+    Unusable(Box<JobRecord>, String),
+    /// Nothing opened.
+    Nothing,
+    /// The run was refused (the message says why).
+    Refused,
+}
+
 /// What the root of a device's filesystem says about its SIGNATURE file.
 enum SignatureRead {
     /// The file's bytes.
@@ -981,16 +1129,31 @@ enum SignatureRead {
     Missing(String),
 }
 
+/// Whether the device's first MiB reads as zeros (as this station's erase leaves it).
+fn starts_blank(devnode: &Path) -> bool {
+    let Ok(device) = drivers::block::BlockDevice::open(devnode) else {
+        return false;
+    };
+    let len = drivers::source::ReadAt::size(&device).min(1 << 20);
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    drivers::source::ReadAt::read_exact_at(&device, 0, &mut buf).is_ok()
+        && pipelines::erase::first_nonzero(&buf).is_none()
+}
+
 /// Reads `SIGNATURE` from the root of the device's one filesystem.
 fn read_signature(devnode: &Path) -> SignatureRead {
     let inspected = match crate::inspect::inspect(devnode) {
         Ok(i) => i,
         Err(e) => return SignatureRead::Missing(e.to_string()),
     };
-    let source = match inspected.select(None) {
-        Ok(s) => s,
-        Err(e) => return SignatureRead::Missing(e.to_string()),
-    };
+    match inspected.select(None) {
+        Ok(source) => read_signature_in(source),
+        Err(e) => SignatureRead::Missing(e.to_string()),
+    }
+}
+
+/// Reads `SIGNATURE` from the root of the filesystem on `source`.
+fn read_signature_in(source: Arc<dyn drivers::source::ReadAt>) -> SignatureRead {
     let fs = match drivers::fs::open_filesystem(source) {
         Ok(fs) => fs,
         Err(e) => return SignatureRead::Missing(e.to_string()),

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::helper::{
-    aws, awscli_data_path, free_port, repo, start_moto, venv, wait_for_port, Server,
+    aws, awscli_data_path, container_disk, free_port, repo, start_moto, venv, wait_for_port, Server,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -820,4 +820,63 @@ fn an_ebs_device_is_authenticated_by_the_scanned_barcode() {
     ]);
     assert!(!log.is_empty());
     assert!(all_zero(&device.0), "the device was not zeroed");
+}
+
+#[test]
+fn truecrypt_containers_are_opened_with_the_manifest_password_or_erased_unloaded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("");
+    let manifest = format!("{}trueCryptPassword: correct horse battery\n", manifest());
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+
+    // The container named after the job, opened with the manifest's password: loaded.
+    let (job_id, signature) = dock.create_job(&manifest);
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(src.join("SIGNATURE"), &signature).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(src.join("ledger.csv"), b"2009-02-03,42\n".repeat(5000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let disk = container_disk(
+        work.path(),
+        &src,
+        "correct horse battery",
+        &[&format!("{job_id}.tc")],
+    );
+    {
+        let device = Loop::attach(&disk);
+        let view = dock.wait_bay(&device.bay(), 180, final_state);
+        assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+        assert_eq!(dock.job(&job_id)["progress"], "Complete");
+        let transitions = dock.job(&job_id)["runs"][0]["transitions"].to_string();
+        assert!(
+            transitions.contains("SIGNATURE file in the TrueCrypt volume verified"),
+            "{transitions}"
+        );
+        assert_objects(&dock, &src, &["ledger.csv"]);
+        assert!(all_zero(&device.0), "the device was not zeroed");
+    }
+
+    // The job's container, but the manifest's password does not open it; then two
+    // containers: no import, UnsupportedFileFormat, and the device is erased all the same.
+    for (password, names) in [
+        ("another password", vec!["{job}.tc"]),
+        ("correct horse battery", vec!["{job}.tc", "spare.tc"]),
+    ] {
+        let (job_id, signature) = dock.create_job(&manifest);
+        std::fs::write(src.join("SIGNATURE"), &signature).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = names.iter().map(|n| n.replace("{job}", &job_id)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let disk = container_disk(work.path(), &src, password, &refs);
+        let device = Loop::attach(&disk);
+        let view = dock.wait_bay(&device.bay(), 180, final_state);
+        assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+        let job = dock.job(&job_id);
+        assert_eq!(job["progress"], "UnsupportedFileFormat", "{job}");
+        let transitions = job["runs"][0]["transitions"].to_string();
+        assert!(
+            transitions.contains("no import: the device will be erased"),
+            "{transitions}"
+        );
+        assert!(all_zero(&device.0), "the device was not zeroed");
+    }
 }

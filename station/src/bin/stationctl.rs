@@ -62,6 +62,10 @@ enum Command {
         /// filesystem).
         #[arg(long, requires = "files")]
         partition: Option<u32>,
+        /// Open the TrueCrypt volume (the whole device, its one partition, or the one `.tc`
+        /// container in its root) with the password in this file (its first line).
+        #[arg(long, conflicts_with = "partition")]
+        password_file: Option<PathBuf>,
     },
     /// Run one import in the foreground (no daemon): prints the log's `bucket/key` last;
     /// exits 0 on Complete, 3 on SuccessWithErrors, 1 on failure.
@@ -299,7 +303,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             files,
             partition,
+            password_file: None,
         } => inspect(&path, files, partition),
+        Command::Inspect {
+            path,
+            files,
+            password_file: Some(password_file),
+            ..
+        } => inspect_encrypted(&path, files, &password_file),
         Command::Status { json } => console(&cli.config, &Request::Status, json),
         Command::Watch { json } => watch(&cli.config, json),
         Command::Scan { bay, barcode, json } => {
@@ -413,6 +424,36 @@ fn inspect(path: &Path, files: bool, partition: Option<u32>) -> anyhow::Result<E
         station::inspect::list_files(&inspected, partition, &mut out, &mut problems)?
     } else {
         inspected.write_report(&mut out)?
+    };
+    out.flush().context("cannot write to standard output")?;
+    Ok(if all_read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `stationctl inspect --password-file`: what the TrueCrypt header says, and with `--files`
+/// the decrypted filesystem's entries. Exit codes as `inspect`.
+fn inspect_encrypted(path: &Path, files: bool, password_file: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        zeroize::Zeroizing::new(std::fs::read(password_file).with_context(|| {
+            format!("cannot read the password file {}", password_file.display())
+        })?);
+    // The first line, as an editor or `echo` leaves it.
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = line.strip_suffix(b"\r").unwrap_or(line);
+    let unlocked = station::unlock::open_volume(path, station::unlock::Container::Any, password)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let all_read = if files {
+        let stderr = std::io::stderr();
+        let mut problems = stderr.lock();
+        station::inspect::list_files_on(unlocked.source, &mut out, &mut problems)?
+    } else {
+        writeln!(out, "{}: {}", unlocked.what, unlocked.info)
+            .context("cannot write to standard output")?;
+        true
     };
     out.flush().context("cannot write to standard output")?;
     Ok(if all_read {
