@@ -76,6 +76,8 @@ pub struct BayConfig {
     pub scan_timeout_secs: u64,
     /// Seconds without progress after which a transfer fails with DeviceError.
     pub stall_timeout_secs: u64,
+    /// Seconds a PIN-pad device may take to be unlocked by the operator, and then to appear.
+    pub unlock_timeout_secs: u64,
 }
 
 impl Default for BayConfig {
@@ -83,6 +85,7 @@ impl Default for BayConfig {
         Self {
             scan_timeout_secs: 300,
             stall_timeout_secs: 600,
+            unlock_timeout_secs: 600,
         }
     }
 }

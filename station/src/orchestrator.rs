@@ -169,6 +169,9 @@ pub struct Station {
     expected: Mutex<HashMap<String, String>>,
     /// Bays waiting for the operator to unlock a PIN-pad device.
     unlocks: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// What the console shows for a bay whose PIN-pad device is not unlocked yet (it shows no
+    /// disk to udev until it is).
+    locked: Mutex<BTreeMap<String, BayView>>,
 }
 
 /// Why a worker stopped before its run was final.
@@ -194,6 +197,7 @@ impl Station {
             scans: Mutex::new(HashMap::new()),
             expected: Mutex::new(HashMap::new()),
             unlocks: Mutex::new(HashMap::new()),
+            locked: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -214,16 +218,15 @@ impl Station {
 
     /// Every bay, by name.
     pub fn bays(&self) -> Vec<BayView> {
-        lock(&self.bays)
-            .values()
-            .map(|b| {
-                let mut view = b.view.clone();
-                if matches!(view.state, RunState::Transferring | RunState::Erasing) {
-                    b.progress.fill(&mut view);
-                }
-                view
-            })
-            .collect()
+        let mut views: BTreeMap<String, BayView> = lock(&self.locked).clone();
+        for (name, b) in lock(&self.bays).iter() {
+            let mut view = b.view.clone();
+            if matches!(view.state, RunState::Transferring | RunState::Erasing) {
+                b.progress.fill(&mut view);
+            }
+            views.insert(name.clone(), view);
+        }
+        views.into_values().collect()
     }
 
     fn update(&self, bay: &str, f: impl FnOnce(&mut BayView)) {
@@ -410,6 +413,14 @@ impl Station {
             return;
         }
         self.transition(bay, run, RunState::Identified, &described);
+        if lock(&self.locked).remove(bay).is_some() {
+            self.transition(
+                bay,
+                run,
+                RunState::Unlocked,
+                "the operator unlocked the PIN-pad device",
+            );
+        }
 
         let ctx = Worker {
             station: Arc::clone(self),
@@ -546,9 +557,106 @@ impl Station {
         }
     }
 
-    /// The operator says job `job_id`'s device goes into `bay`.
-    pub fn expect(&self, bay: &str, job_id: &str) {
-        lock(&self.expected).insert(bay.to_owned(), job_id.to_owned());
+    /// The operator says job `job_id`'s device goes into `bay`. A job with a `pinCode` has a
+    /// PIN-pad device: the console shows the PIN for that bay and waits for `stationctl unlock
+    /// BAY`, then for the unlocked device to appear; either not happening in
+    /// `bays.unlock_timeout_secs` is a DeviceError.
+    pub fn expect(self: &Arc<Self>, bay: &str, job: &JobRecord) {
+        lock(&self.expected).insert(bay.to_owned(), job.job_id.clone());
+        let rules = self.config.manifest_rules();
+        let job_type = if job.job_type == "Export" {
+            JobType::Export
+        } else {
+            JobType::Import
+        };
+        let Ok(manifest) = manifest::parse(job.manifest.as_bytes(), job_type, &rules) else {
+            return;
+        };
+        let Some(pin) = manifest.pin_code() else {
+            return;
+        };
+        if lock(&self.bays).contains_key(bay) {
+            return; // Already unlocked and in the bay.
+        }
+        let timeout = Duration::from_secs(self.config.bays.unlock_timeout_secs);
+        let view = BayView {
+            bay: bay.to_owned(),
+            devnode: String::new(),
+            device: "PIN-pad device (locked)".to_owned(),
+            run_id: None,
+            job_id: Some(job.job_id.clone()),
+            state: RunState::Detected,
+            message: format!(
+                "PIN-pad device of job {}: type PIN {} on its keypad, then run stationctl unlock {bay} (within {} s)",
+                job.job_id,
+                pin.expose(),
+                timeout.as_secs()
+            ),
+            planned_files: 0,
+            files: 0,
+            planned_bytes: 0,
+            bytes: 0,
+            rate_mb_s: 0.0,
+            eta_secs: None,
+        };
+        lock(&self.locked).insert(bay.to_owned(), view);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.unlocks).insert(bay.to_owned(), tx);
+        self.changed.send_modify(|n| *n += 1);
+        let (station, bay, job_id) = (Arc::clone(self), bay.to_owned(), job.job_id.clone());
+        tokio::spawn(async move { station.await_unlock(&bay, &job_id, rx, timeout).await });
+    }
+
+    /// Waits for the operator's unlock, then for the device to appear in `bay`.
+    async fn await_unlock(
+        &self,
+        bay: &str,
+        job_id: &str,
+        unlocked: oneshot::Receiver<()>,
+        timeout: Duration,
+    ) {
+        let set_message = |message: String, state: RunState| {
+            if let Some(v) = lock(&self.locked).get_mut(bay) {
+                v.message = message;
+                v.state = state;
+            }
+            self.changed.send_modify(|n| *n += 1);
+        };
+        let fail = |why: &str| {
+            if let Err(e) = self.store.set_progress(job_id, ProgressCode::DeviceError) {
+                tracing::error!(job = job_id, error = %e, "cannot set the job's progress");
+            }
+            tracing::warn!(bay, job = job_id, "{why}");
+            set_message(
+                format!("DeviceError: {why}; return the device (stationctl ship {job_id} ...)"),
+                RunState::Failed,
+            );
+        };
+        if tokio::time::timeout(timeout, unlocked).await.is_err() {
+            lock(&self.unlocks).remove(bay);
+            fail(&format!(
+                "the PIN-pad device was not unlocked within {} s",
+                timeout.as_secs()
+            ));
+            return;
+        }
+        set_message(
+            "unlocked by the operator: waiting for the device to appear".into(),
+            RunState::Unlocked,
+        );
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if lock(&self.bays).contains_key(bay) {
+                lock(&self.locked).remove(bay);
+                self.changed.send_modify(|n| *n += 1);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        fail(&format!(
+            "no device appeared in bay {bay} within {} s of the unlock",
+            timeout.as_secs()
+        ));
     }
 }
 

@@ -48,6 +48,25 @@ impl Loop {
         Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// The next free loop device's node (attach to it with [`Loop::attach_at`]).
+    fn next_free() -> String {
+        let out = Command::new("losetup")
+            .arg("-f")
+            .output()
+            .unwrap_or_else(|e| panic!("losetup: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn attach_at(node: &str, image: &Path) -> Self {
+        let ok = Command::new("losetup")
+            .arg(node)
+            .arg(image)
+            .status()
+            .unwrap_or_else(|e| panic!("losetup: {e}"));
+        assert!(ok.success(), "losetup {node}");
+        Self(node.to_owned())
+    }
+
     fn bay(&self) -> String {
         self.0.trim_start_matches("/dev/").to_owned()
     }
@@ -879,4 +898,52 @@ fn truecrypt_containers_are_opened_with_the_manifest_password_or_erased_unloaded
         );
         assert!(all_zero(&device.0), "the device was not zeroed");
     }
+}
+
+#[test]
+fn a_pin_pad_device_waits_for_the_operator_to_unlock_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("bays:\n  unlock_timeout_secs: 8\n");
+    // The guide's TSTD1 manifest as it is, with its pinCode.
+    let manifest =
+        std::fs::read_to_string(repo().join("pipelines/testdata/manifests/guide/tstd1.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let (job_id, signature) = dock.create_job(&manifest);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = tstd_image(work.path(), &signature);
+
+    // The package arrives; the operator says which bay the device goes into. Until it is
+    // unlocked the device shows udev nothing, and the console shows the PIN.
+    let node = Loop::next_free();
+    let bay = node.trim_start_matches("/dev/").to_owned();
+    dock.stationctl(&["receive", &job_id, "--bay", &bay]);
+    let locked = dock.wait_bay(&bay, 10, |v| v["job_id"] == job_id.as_str());
+    let message = locked["message"].as_str().unwrap_or_default();
+    assert!(message.contains("type PIN 4321 on its keypad"), "{locked}");
+    dock.stationctl(&["unlock", &bay]);
+    // Unlocked: the device appears.
+    let device = Loop::attach_at(&node, &image);
+    let view = dock.wait_bay(&bay, 120, final_state);
+    assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+    let job = dock.job(&job_id);
+    assert_eq!(job["progress"], "Complete", "{job}");
+    let states = job["runs"][0]["transitions"].to_string();
+    assert!(
+        states.contains("the operator unlocked the PIN-pad device"),
+        "{states}"
+    );
+    drop(device);
+
+    // Never unlocked: DeviceError when the time is up, and nothing else happens.
+    let (job_id, _) = dock.create_job(&manifest);
+    dock.stationctl(&["receive", &job_id, "--bay", "usb-dock-7"]);
+    let view = dock.wait_bay("usb-dock-7", 30, |v| v["state"] == "failed");
+    assert!(
+        view["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DeviceError"),
+        "{view}"
+    );
+    assert_eq!(dock.job(&job_id)["progress"], "DeviceError");
 }

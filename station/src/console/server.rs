@@ -180,7 +180,7 @@ const OPERATOR_CODES: [ProgressCode; 3] = [
     ProgressCode::UnsupportedDeviceType,
 ];
 
-fn handle(station: &Station, request: &Request) -> Reply {
+fn handle(station: &Arc<Station>, request: &Request) -> Reply {
     let store = station.store();
     let db = |e: crate::store::StoreError| Reply::error(format!("station database: {e}"));
     match request {
@@ -301,7 +301,7 @@ fn handle(station: &Station, request: &Request) -> Reply {
                 return db(e);
             }
             if let Some(bay) = bay {
-                station.expect(bay, job_id);
+                station.expect(bay, &job);
             }
             Reply::ok(
                 format!("job {job_id}: received (AtAWS)\n"),
