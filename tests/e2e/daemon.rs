@@ -187,6 +187,29 @@ impl Dock {
         aws(&format!("http://127.0.0.1:{}", self.moto_port), args)
     }
 
+    /// `aws importexport get-status` as the customer sees it.
+    fn get_status(&self, job_id: &str) -> serde_json::Value {
+        let out = Command::new(venv().join("bin/aws"))
+            .args(["importexport", "get-status", "--job-id", job_id])
+            .args([
+                "--endpoint-url",
+                &format!("http://127.0.0.1:{}", self.api_port),
+                "--region",
+                "us-east-1",
+            ])
+            .env("AWS_DATA_PATH", awscli_data_path())
+            .env("AWS_ACCESS_KEY_ID", &self.keys.0)
+            .env("AWS_SECRET_ACCESS_KEY", &self.keys.1)
+            .output()
+            .unwrap_or_else(|e| panic!("aws importexport: {e}"));
+        assert!(
+            out.status.success(),
+            "get-status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// `aws importexport create-job` against the station: (job ID, SIGNATURE file contents).
     fn create_job(&self, manifest: &str) -> (String, String) {
         let path = self.dir.path().join("manifest.yaml");
@@ -397,6 +420,29 @@ fn a_device_with_its_signature_is_loaded_verified_and_erased() {
         "{certificate}"
     );
 
+    // `watch` streams the bays: its first JSON line shows this one.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_stationctl"))
+        .args(["--config", &dock.config(), "watch", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("stationctl watch: {e}"));
+    let first = watch.stdout.take().map(|out| {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        line
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let first: serde_json::Value = serde_json::from_str(first.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        first["bays"].as_array().is_some_and(|b| b
+            .iter()
+            .any(|v| v["bay"] == device.bay().as_str() && v["state"] == "done")),
+        "{first}"
+    );
+
     // A second daemon does not take over a live one's console socket.
     let second = Command::new(env!("CARGO_BIN_EXE_stationd"))
         .args(["--config", &dock.config(), "run"])
@@ -421,6 +467,12 @@ fn a_device_with_its_signature_is_loaded_verified_and_erased() {
     let job = dock.job(&job_id);
     assert_eq!(job["location"], "Returned");
     assert_eq!(job["carrier"], "UPS");
+    // What the customer sees.
+    let status = dock.get_status(&job_id);
+    assert_eq!(status["LocationCode"], "Returned", "{status}");
+    assert_eq!(status["ProgressCode"], "Complete", "{status}");
+    assert_eq!(status["Carrier"], "UPS", "{status}");
+    assert_eq!(status["TrackingNumber"], "1Z999AA10123456784", "{status}");
 }
 
 #[test]
