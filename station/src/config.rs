@@ -45,6 +45,8 @@ pub struct Config {
     pub devices: DevicePolicy,
     /// How erasure is verified.
     pub erase: EraseConfig,
+    /// How long a bay waits for the operator and for progress.
+    pub bays: BayConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,29 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             devices: DevicePolicy::default(),
             erase: EraseConfig::default(),
+            bays: BayConfig::default(),
+        }
+    }
+}
+
+/// How long a bay waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BayConfig {
+    /// Seconds to wait for a barcode scan when a device has no SIGNATURE file.
+    pub scan_timeout_secs: u64,
+    /// Seconds without progress after which a transfer fails with DeviceError.
+    pub stall_timeout_secs: u64,
+    /// Seconds a PIN-pad device may take to be unlocked by the operator, and then to appear.
+    pub unlock_timeout_secs: u64,
+}
+
+impl Default for BayConfig {
+    fn default() -> Self {
+        Self {
+            scan_timeout_secs: 300,
+            stall_timeout_secs: 600,
+            unlock_timeout_secs: 600,
         }
     }
 }
@@ -208,7 +233,7 @@ impl Default for DevicePolicy {
 pub enum EraseVerify {
     /// Every block is read back and checked to be zero.
     Full,
-    /// A random sample of blocks (and the first and last MiB) is read back.
+    /// One 8 MiB chunk in 64, and the last, is read back.
     Sampled,
 }
 

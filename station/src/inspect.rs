@@ -669,7 +669,20 @@ pub fn list_files(
     out: &mut dyn Write,
     problems: &mut dyn Write,
 ) -> Result<bool, InspectError> {
-    let source = inspected.select(partition)?;
+    list_files_on(inspected.select(partition)?, out, problems)
+}
+
+/// Lists every entry of the filesystem on `source` (a partition, or a decrypted TrueCrypt
+/// volume), as [`list_files`] does.
+///
+/// # Errors
+///
+/// As [`list_files`].
+pub fn list_files_on(
+    source: Arc<dyn ReadAt>,
+    out: &mut dyn Write,
+    problems: &mut dyn Write,
+) -> Result<bool, InspectError> {
     let name = source.describe();
     let mut stats = read_stats_requested().then(|| ReadStats::new(Arc::clone(&source)));
     let source = match &stats {

@@ -8,11 +8,16 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
+pub mod erase;
 pub mod inspect;
 pub mod job;
 pub mod keys;
 pub mod load;
 pub mod logging;
+pub mod orchestrator;
 pub mod pdf;
 pub mod store;
+pub mod systemd;
 pub mod targets;
+pub mod unlock;

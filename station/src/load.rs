@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pipelines::manifest::{self, JobManifest, JobType};
 use pipelines::object_store::S3Store;
-use pipelines::s3_import::{self, Options, Progress};
+use pipelines::s3_import::{self, Journal, NoJournal, Options, Progress};
 
 use crate::config::Config;
 use crate::inspect::inspect;
@@ -119,13 +119,42 @@ pub async fn load(
 ) -> anyhow::Result<LoadResult> {
     let manifest = manifest::parse(manifest_text, JobType::Import, &config.manifest_rules())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let result = load_job(
+        config,
+        device,
+        &manifest,
+        job_id,
+        endpoint_override,
+        progress,
+        Arc::new(NoJournal),
+    )
+    .await;
+    progress.finish();
+    result
+}
+
+/// Loads `device` for job `job_id` as its validated `manifest` says, recording finished
+/// objects in `journal` (the daemon's, so a restart sends nothing twice).
+///
+/// # Errors
+///
+/// As [`load`].
+pub async fn load_job(
+    config: &Config,
+    device: &Path,
+    manifest: &pipelines::manifest::Manifest,
+    job_id: &str,
+    endpoint_override: Option<&str>,
+    progress: &dyn Progress,
+    journal: Arc<dyn Journal>,
+) -> anyhow::Result<LoadResult> {
     match &manifest.job {
         JobManifest::S3Import(_) => {}
         JobManifest::EbsImport(e) => {
             return load_ebs(
                 config,
                 device,
-                &manifest,
+                manifest,
                 e.operation.region,
                 job_id,
                 endpoint_override,
@@ -137,7 +166,7 @@ pub async fn load(
             return load_glacier(
                 config,
                 device,
-                &manifest,
+                manifest,
                 g.operation.region,
                 job_id,
                 endpoint_override,
@@ -150,8 +179,15 @@ pub async fn load(
             manifest.kind()
         ),
     }
-    let inspected = inspect(device)?;
-    let source = inspected.select(None)?;
+    let source = match manifest.true_crypt_password() {
+        Some(password) => {
+            let unlocked =
+                crate::unlock::open_encrypted(device, job_id, password.expose().as_bytes())?;
+            tracing::info!(job = job_id, "unlocked the {}", unlocked.what);
+            unlocked.source
+        }
+        None => inspect(device)?.select(None)?,
+    };
     let fs = drivers::fs::open_filesystem(source)?;
     for warning in fs.warnings() {
         tracing::warn!(device = %device.display(), "{warning}");
@@ -162,10 +198,9 @@ pub async fn load(
     ));
     let options = Options {
         memory_cap: config.transfer.memory_cap_mib * 1024 * 1024,
+        journal,
     };
-    let outcome = s3_import::run(fs.as_ref(), &manifest, job_id, store, progress, options).await;
-    progress.finish();
-    let outcome = outcome?;
+    let outcome = s3_import::run(fs.as_ref(), manifest, job_id, store, progress, options).await?;
     let log = format!("{}/{}", outcome.log_bucket, outcome.log_key);
     Ok(if outcome.errors == 0 {
         LoadResult::Complete { log }
@@ -208,7 +243,7 @@ async fn load_glacier(
     region: pipelines::manifest::Region,
     job_id: &str,
     endpoint_override: Option<&str>,
-    progress: &TerminalProgress,
+    progress: &dyn Progress,
 ) -> anyhow::Result<LoadResult> {
     let source: Arc<dyn drivers::source::ReadAt> =
         Arc::new(drivers::block::BlockDevice::open(device)?);
@@ -240,7 +275,6 @@ async fn load_glacier(
         config.transfer.memory_cap_mib * 1024 * 1024,
     )
     .await;
-    progress.finish();
     let outcome = outcome?;
     tracing::info!(archive = %outcome.archive.id, tree_hash = %outcome.tree_hash, parts = outcome.parts_uploaded, "archive complete");
     Ok(LoadResult::Complete {
@@ -256,7 +290,7 @@ async fn load_ebs(
     region: pipelines::manifest::Region,
     job_id: &str,
     endpoint_override: Option<&str>,
-    progress: &TerminalProgress,
+    progress: &dyn Progress,
 ) -> anyhow::Result<LoadResult> {
     let source: Arc<dyn drivers::source::ReadAt> =
         Arc::new(drivers::block::BlockDevice::open(device)?);
@@ -286,7 +320,6 @@ async fn load_ebs(
         verify,
     )
     .await;
-    progress.finish();
     let outcome = outcome?;
     tracing::info!(snapshot = %outcome.snapshot_id, blocks = outcome.changed_blocks, verified = outcome.verified_blocks, "snapshot complete");
     Ok(LoadResult::Complete {

@@ -4,14 +4,24 @@
 
 use std::process::Command;
 
-use crate::helper::{free_port, repo, start_moto, stationctl, venv, wait_for_port, Server};
+use crate::helper::{
+    awscli_data_path, free_port, repo, start_moto, stationctl, venv, wait_for_port, Server,
+};
 
 #[test]
 fn aws_cli_and_boto3_against_stationd_and_moto() {
     let venv = venv();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = dir.path().join("stationd.yaml");
-    std::fs::write(&config, "station_name: test-dock\n").unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.path().join("console.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "station_name: test-dock\nconsole:\n  socket: {}\n",
+            socket.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().join("data");
     let data_arg = data.display().to_string();
     let config_arg = config.display().to_string();
@@ -65,12 +75,7 @@ fn aws_cli_and_boto3_against_stationd_and_moto() {
     );
     wait_for_port(api_port, "stationd");
 
-    let data_path = std::fs::read_dir(venv.join("lib"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.path().join("site-packages/awscli/botocore/data"))
-        .unwrap_or_default();
+    let data_path = awscli_data_path();
     let path = format!(
         "{}:{}",
         venv.join("bin").display(),

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use crate::helper::{free_port, repo, start_moto, venv, wait_for_port, Server};
+use crate::helper::{aws, free_port, repo, start_moto, venv, wait_for_port, Server};
 
 fn start_glacier(store: &Path, flags: &[&str]) -> (Server, u16) {
     let port = free_port();
@@ -24,22 +24,6 @@ fn start_glacier(store: &Path, flags: &[&str]) -> (Server, u16) {
     );
     wait_for_port(port, "glacier server");
     (server, port)
-}
-
-fn aws(endpoint: &str, args: &[&str]) -> String {
-    let out = Command::new(venv().join("bin/aws"))
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap_or_else(|e| panic!("aws: {e}"));
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// An image with random and all-zero regions, 10.5 MiB (11 parts of 1 MiB).

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -313,4 +313,92 @@ pub fn start_garage(buckets: &[&str]) -> Garage {
     }
     wait_for_port(s3, "garage S3 API");
     garage
+}
+
+/// Runs the test environment's `aws` against `endpoint` (a local server, us-east-1, test
+/// credentials); panics with its stderr when it fails, else returns its stdout.
+pub fn aws(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new(venv().join("bin/aws"))
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap_or_else(|e| panic!("aws: {e}"));
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where awscli v1 keeps its botocore models (for `AWS_DATA_PATH`: boto3's botocore lacks the
+/// importexport model; awscli v1 ships it).
+pub fn awscli_data_path() -> PathBuf {
+    std::fs::read_dir(venv().join("lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("site-packages/awscli/botocore/data"))
+        .unwrap_or_default()
+}
+
+/// The customer's TrueCrypt container: the ext4 filesystem of `src` (with its SIGNATURE)
+/// written through our encrypting view into a TrueCrypt 7.1a container (AES, RIPEMD-160, the
+/// guide's settings) opened with `password`, placed as `name` on a FAT32 image. Returns the
+/// FAT image.
+pub fn container_disk(dir: &Path, src: &Path, password: &str, names: &[&str]) -> PathBuf {
+    use drivers::block_write::{WritableDevice, WriteAt};
+    let plain = dir.join("plain.img");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(src)
+        .arg(&plain)
+        .arg("8M")
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.ext4: {e}"));
+    assert!(mkfs.success());
+    let bytes = std::fs::read(&plain).unwrap_or_else(|e| panic!("{e}"));
+    let container = dir.join("container.tc");
+    let size = bytes.len() as u64 + 2 * 131_072;
+    std::fs::File::create(&container)
+        .and_then(|f| f.set_len(size))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = WritableDevice::open(&container).unwrap_or_else(|e| panic!("{e}"));
+    let view = drivers::truecrypt::create(
+        target,
+        size,
+        password.as_bytes(),
+        &[],
+        &drivers::truecrypt::CreateOptions::default(),
+        &mut rand::rng(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    view.write_all_at(0, &bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    view.flush().unwrap_or_else(|e| panic!("{e}"));
+    drop(view);
+    let fat = dir.join("fat.img");
+    let _ = std::fs::remove_file(&fat);
+    let mkfs = Command::new("mkfs.vfat")
+        .args(["-F", "32", "-C"])
+        .arg(&fat)
+        .arg("40960")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
+    assert!(mkfs.success());
+    for name in names {
+        let copied = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&fat)
+            .arg(&container)
+            .arg(format!("::/{name}"))
+            .status()
+            .unwrap_or_else(|e| panic!("mcopy: {e}"));
+        assert!(copied.success());
+    }
+    fat
 }

@@ -598,3 +598,85 @@ fn a_corrupt_directory_is_reported_and_the_rest_is_listed_with_exit_code_1() {
         .collect();
     assert_listing("partition 1", &run.stdout, want, Fs::Ext);
 }
+
+/// The third-party TrueCrypt fixtures (`../shared/hw-fixtures/truecrypt`).
+fn truecrypt_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/hw-fixtures/truecrypt")
+        .join(name)
+}
+
+#[test]
+fn password_file_opens_truecrypt_volumes_and_containers() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let password = dir.path().join("password");
+    // As `echo` writes it: the newline is not part of the password.
+    std::fs::write(&password, "aaaaaaaaaaaa\n").unwrap_or_else(|e| panic!("{e}"));
+    let pw = password.display().to_string();
+    let volume = truecrypt_fixture("tc_5-sha512-xts-aes");
+    let run = stationctl(
+        &[
+            "inspect",
+            &volume.display().to_string(),
+            "--password-file",
+            &pw,
+        ],
+        b"",
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("TrueCrypt volume on"), "{}", run.stdout);
+    let lower = run.stdout.to_ascii_lowercase();
+    assert!(
+        lower.contains("sha512") && lower.contains("aes in xts mode"),
+        "{}",
+        run.stdout
+    );
+
+    // A wrong password: exit 2 and a message that says what to check, never the password.
+    std::fs::write(&password, "not the password").unwrap_or_else(|e| panic!("{e}"));
+    let run = stationctl(
+        &[
+            "inspect",
+            &volume.display().to_string(),
+            "--password-file",
+            &pw,
+        ],
+        b"",
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("no TrueCrypt header opened"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("not the password"), "{}", run.stderr);
+
+    // A container in a FAT filesystem, its files listed through the decrypting view.
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(src.join("report.txt"), b"quarterly numbers\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let disk = crate::helper::container_disk(dir.path(), &src, "s3cret", &["ABCDE.tc"]);
+    std::fs::write(&password, "s3cret").unwrap_or_else(|e| panic!("{e}"));
+    let run = stationctl(
+        &[
+            "inspect",
+            &disk.display().to_string(),
+            "--files",
+            "--password-file",
+            &pw,
+        ],
+        b"",
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" report.txt"))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    // md5 of "quarterly numbers\n", 18 bytes.
+    assert!(
+        line.starts_with("f2b6df39099bb4eb5d30e7e7fa0e8ba6 18 "),
+        "{line}"
+    );
+}

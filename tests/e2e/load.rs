@@ -4,28 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::helper::{repo, start_moto, venv};
+use crate::helper::{repo, start_moto};
 
 /// Runs `aws` from the test environment against moto.
 fn aws(port: u16, args: &[&str]) -> String {
-    let out = Command::new(venv().join("bin/aws"))
-        .args(args)
-        .args([
-            "--endpoint-url",
-            &format!("http://127.0.0.1:{port}"),
-            "--region",
-            "us-east-1",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap_or_else(|e| panic!("aws: {e}"));
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::helper::aws(&format!("http://127.0.0.1:{port}"), args)
 }
 
 struct Loaded {

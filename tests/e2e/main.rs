@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `stationctl` and `stationd` binaries.
 
 mod api;
+mod daemon;
 mod ebs;
 mod garage;
 mod glacier;

@@ -37,18 +37,71 @@ pub fn part_size(size: u64) -> u64 {
     needed.max(MIN_PART_BYTES)
 }
 
-/// Limits of one import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits of one import, and where it records what it finished.
+#[derive(Clone)]
 pub struct Options {
     /// The most bytes of file data held in memory at once (buffers being uploaded).
     pub memory_cap: u64,
+    /// What an interrupted run of the same job finished, and where this run records its own.
+    pub journal: Arc<dyn Journal>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             memory_cap: 512 * MIB,
+            journal: Arc::new(NoJournal),
         }
+    }
+}
+
+/// A file whose object an earlier run of the job stored and completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedFile {
+    /// The file's size.
+    pub size: u64,
+    /// The file's MD5, hex.
+    pub md5: String,
+    /// The object's ETag.
+    pub etag: String,
+    /// The Content-Type the object was stored with.
+    pub content_type: String,
+}
+
+/// A job's persistent record of finished objects and open multipart uploads, so a run after a
+/// crash sends nothing twice. Keys are object keys (without the bucket). Recording is best
+/// effort: a journal that cannot write only costs a resend after a crash.
+pub trait Journal: Send + Sync {
+    /// The finished object for `key`, if an earlier run stored one.
+    fn finished(&self, key: &str) -> Option<FinishedFile>;
+    /// `key`'s object is stored and complete.
+    fn file_finished(&self, key: &str, file: &FinishedFile);
+    /// The multipart upload an earlier run opened for `key`.
+    fn open_upload(&self, key: &str) -> Option<String>;
+    /// A multipart upload for `key` was opened.
+    fn upload_opened(&self, key: &str, upload_id: &str);
+    /// Part `number` of `upload_id` is stored with `etag` (hex MD5) and `size` bytes.
+    fn part_finished(&self, key: &str, upload_id: &str, number: i32, etag: &str, size: u64);
+    /// The parts an earlier run stored for `upload_id`, by number: (ETag, size).
+    fn parts(&self, key: &str, upload_id: &str) -> std::collections::BTreeMap<i32, (String, u64)>;
+}
+
+/// A journal that remembers nothing (`stationctl load`: the store's own listing of open
+/// uploads still resumes multipart uploads).
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn finished(&self, _: &str) -> Option<FinishedFile> {
+        None
+    }
+    fn file_finished(&self, _: &str, _: &FinishedFile) {}
+    fn open_upload(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn upload_opened(&self, _: &str, _: &str) {}
+    fn part_finished(&self, _: &str, _: &str, _: i32, _: &str, _: u64) {}
+    fn parts(&self, _: &str, _: &str) -> std::collections::BTreeMap<i32, (String, u64)> {
+        Default::default()
     }
 }
 
@@ -317,6 +370,27 @@ pub async fn run(
             continue;
         }
         let name = w.path.last().and_then(RawName::to_utf8).unwrap_or_default();
+        if let Some(done) = options
+            .journal
+            .finished(&key)
+            .filter(|f| f.size == entry.size)
+        {
+            // An earlier run of this job stored it; verification below still re-reads it
+            // and checks the object.
+            progress.bytes(entry.size);
+            row.md5 = done.md5;
+            row.etag = done.etag;
+            row.content_type = done.content_type;
+            uploaded.push(Uploaded {
+                row: rows.len(),
+                id: entry.id,
+                size: entry.size,
+                part_size: part_size(entry.size),
+                multipart: row.etag.contains('-'),
+            });
+            rows.push(row);
+            continue;
+        }
         let mut headers = base_headers(s3, entry.mtime.map(|t| t.seconds));
         let size = entry.size;
         let part = part_size(size);
@@ -351,11 +425,24 @@ pub async fn run(
             // One pass over the bytes: the MD5 is both Content-MD5 and the log's, and it is
             // computed by the upload task, so the reader goes on to the next file meanwhile.
             let store = Arc::clone(&store);
+            let journal = Arc::clone(&options.journal);
             let (bucket, key) = (bucket.clone(), key.clone());
+            let content_type = row.content_type.clone();
             let task = tokio::spawn(async move {
                 let md5 = md5_of(&buf);
                 let result = store.put_object(&bucket, &key, buf, md5, &headers).await;
                 drop(permit);
+                if let Ok(etag) = &result {
+                    journal.file_finished(
+                        &key,
+                        &FinishedFile {
+                            size,
+                            md5: hex::encode(md5),
+                            etag: etag.clone(),
+                            content_type,
+                        },
+                    );
+                }
                 (md5, result)
             });
             pending.push(Pending {
@@ -379,11 +466,15 @@ pub async fn run(
         // The whole-file MD5 is computed here, in order; each part's MD5 by its upload task.
         let mut whole = Md5::new();
         whole.update(&buf);
-        let (resumed, stored_parts) = resume_upload(store.as_ref(), &bucket, &key).await;
+        let (resumed, stored_parts) =
+            resume_upload(store.as_ref(), options.journal.as_ref(), &bucket, &key).await;
         let upload_id = match resumed {
             Some(id) => id,
             None => match store.create_multipart(&bucket, &key, &headers).await {
-                Ok(id) => id,
+                Ok(id) => {
+                    options.journal.upload_opened(&key, &id);
+                    id
+                }
                 Err(e) => {
                     row.status = failure_status(&e);
                     rows.push(row);
@@ -435,6 +526,7 @@ pub async fn run(
                 continue;
             }
             let store = Arc::clone(&store);
+            let journal = Arc::clone(&options.journal);
             let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
             parts.push((
                 number,
@@ -442,6 +534,9 @@ pub async fn run(
                     let md5 = md5_of(&buf);
                     let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
                     drop(permit);
+                    if let Ok(etag) = &result {
+                        journal.part_finished(&k, &u, number, etag, len);
+                    }
                     result
                 }),
             ));
@@ -480,6 +575,15 @@ pub async fn run(
             Ok(etag) => {
                 row.md5 = hex::encode(whole.finalize());
                 row.etag = etag;
+                options.journal.file_finished(
+                    &key,
+                    &FinishedFile {
+                        size,
+                        md5: row.md5.clone(),
+                        etag: row.etag.clone(),
+                        content_type: row.content_type.clone(),
+                    },
+                );
                 uploaded.push(Uploaded {
                     row: rows.len(),
                     id: entry.id,
@@ -532,16 +636,41 @@ pub async fn run(
     })
 }
 
-/// The newest multipart upload an interrupted run left for `key`, with its parts by number
-/// (ETag, size); older ones are aborted. Nothing is resumed when the store cannot list uploads.
+/// The multipart upload an interrupted run left for `key`, with its parts by number (ETag,
+/// size): the journal's, else the newest the store lists (older ones are aborted). Nothing is
+/// resumed when neither knows one.
 async fn resume_upload(
     store: &dyn ObjectStore,
+    journal: &dyn Journal,
     bucket: &str,
     key: &str,
 ) -> (
     Option<String>,
     std::collections::BTreeMap<i32, (String, u64)>,
 ) {
+    if let Some(id) = journal.open_upload(key) {
+        // The store's list is the truth; the journal's own list stands in when the store
+        // cannot list parts. An upload the store no longer knows is started afresh.
+        match store.list_parts(bucket, key, &id).await {
+            Ok(parts) => {
+                tracing::info!(
+                    key,
+                    parts = parts.len(),
+                    "resuming the journal's multipart upload"
+                );
+                let parts = parts
+                    .into_iter()
+                    .map(|p| (p.number, (p.etag, p.size)))
+                    .collect();
+                return (Some(id), parts);
+            }
+            Err(e) if e.code == "NoSuchUpload" => {}
+            Err(_) => {
+                let parts = journal.parts(key, &id);
+                return (Some(id), parts);
+            }
+        }
+    }
     let mut pending = match store.pending_uploads(bucket, key).await {
         Ok(ids) => ids,
         Err(e) => {

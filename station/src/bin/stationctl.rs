@@ -19,7 +19,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pipelines::manifest::{self, JobType};
+use std::os::unix::net::UnixStream;
+
 use station::config::{Config, DEFAULT_CONFIG_PATH};
+use station::console::{Reply, Request};
 use station::keys::StationKey;
 use station::store::Store;
 
@@ -59,6 +62,10 @@ enum Command {
         /// filesystem).
         #[arg(long, requires = "files")]
         partition: Option<u32>,
+        /// Open the TrueCrypt volume (the whole device, its one partition, or the one `.tc`
+        /// container in its root) with the password in this file (its first line).
+        #[arg(long, conflicts_with = "partition")]
+        password_file: Option<PathBuf>,
     },
     /// Run one import in the foreground (no daemon): prints the log's `bucket/key` last;
     /// exits 0 on Complete, 3 on SuccessWithErrors, 1 on failure.
@@ -80,6 +87,104 @@ enum Command {
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// The bays: each device, its job, state and live progress (rate, ETA).
+    Status {
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The bays, redrawn as they change, until interrupted.
+    Watch {
+        /// One JSON line per update.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan a barcode for the device in BAY: reads one line from standard input, as a USB
+    /// barcode scanner types it (or give it with --barcode).
+    Scan {
+        /// The bay (as `stationctl status` names it).
+        bay: String,
+        /// The barcode's text, instead of reading standard input.
+        #[arg(long)]
+        barcode: Option<String>,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The station's jobs, newest first.
+    Jobs {
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Erase records, newest first.
+    EraseRecords {
+        /// Print the daemon's answer as JSON (with each signed certificate).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's package arrived: the job becomes AtAWS.
+    Receive {
+        /// The job ID on the package.
+        job_id: String,
+        /// The bay its device goes into (a device there without a SIGNATURE file is then this
+        /// job's MissingSignature).
+        #[arg(long)]
+        bay: Option<String>,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail a job for what only a person can see.
+    Fail {
+        /// The job ID.
+        job_id: String,
+        /// MissingDevice, UnsupportedPowerSupply or UnsupportedDeviceType.
+        #[arg(long)]
+        code: String,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's device was shipped back: Returned, with carrier and tracking number.
+    Ship {
+        /// The job ID.
+        job_id: String,
+        /// The carrier.
+        #[arg(long)]
+        carrier: String,
+        /// The tracking number.
+        #[arg(long)]
+        tracking: String,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The PIN-pad device in BAY has been unlocked with the PIN the console showed.
+    Unlock {
+        /// The bay.
+        bay: String,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// A job, its device runs and every transition.
+    Show {
+        /// The job ID.
+        job_id: String,
+        /// Print the daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -198,8 +303,113 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             files,
             partition,
+            password_file: None,
         } => inspect(&path, files, partition),
+        Command::Inspect {
+            path,
+            files,
+            password_file: Some(password_file),
+            ..
+        } => inspect_encrypted(&path, files, &password_file),
+        Command::Status { json } => console(&cli.config, &Request::Status, json),
+        Command::Watch { json } => watch(&cli.config, json),
+        Command::Scan { bay, barcode, json } => {
+            let text = match barcode {
+                Some(text) => text,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the barcode from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            console(&cli.config, &Request::Scan { bay, text }, json)
+        }
+        Command::Jobs { json } => console(&cli.config, &Request::Jobs, json),
+        Command::Job {
+            command: JobCommand::Show { job_id, json },
+        } => console(&cli.config, &Request::JobShow { job_id }, json),
+        Command::EraseRecords { json } => console(&cli.config, &Request::EraseRecords, json),
+        Command::Receive { job_id, bay, json } => {
+            console(&cli.config, &Request::Receive { job_id, bay }, json)
+        }
+        Command::Fail { job_id, code, json } => {
+            console(&cli.config, &Request::Fail { job_id, code }, json)
+        }
+        Command::Ship {
+            job_id,
+            carrier,
+            tracking,
+            json,
+        } => console(
+            &cli.config,
+            &Request::Ship {
+                job_id,
+                carrier,
+                tracking,
+            },
+            json,
+        ),
+        Command::Unlock { bay, json } => console(&cli.config, &Request::Unlock { bay }, json),
     }
+}
+
+/// Connects to the daemon's console socket (from the configuration).
+fn connect(config: &Path) -> anyhow::Result<UnixStream> {
+    let config = Config::load(config)?;
+    let path = &config.console.socket;
+    UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach stationd on {} (is it running? `systemctl status stationd`)",
+            path.display()
+        )
+    })
+}
+
+/// One request, one reply: prints it; exit 0 when the daemon did it, 1 when it refused.
+fn console(config: &Path, request: &Request, json: bool) -> anyhow::Result<ExitCode> {
+    let mut stream = connect(config)?;
+    station::console::send(&mut stream, request)?;
+    let reply: Reply = station::console::receive(&mut stream)?.ok_or_else(|| {
+        anyhow::anyhow!("stationd closed the console connection without answering")
+    })?;
+    if json {
+        println!("{}", reply.data);
+    } else if reply.ok {
+        print!("{}", reply.text);
+    } else {
+        eprintln!("stationctl: {}", reply.text);
+    }
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Prints the bays each time they change, until the daemon goes away.
+fn watch(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut stream = connect(config)?;
+    station::console::send(&mut stream, &Request::Watch)?;
+    let terminal = std::io::stdout().is_terminal();
+    while let Some(reply) = station::console::receive::<_, Reply>(&mut stream)? {
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", reply.data)?;
+        } else {
+            if terminal {
+                // Clear the screen and go home: one live view, not a scroll.
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            write!(out, "{}", reply.text)?;
+            if !terminal {
+                writeln!(out)?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `stationctl inspect`: exit 0 when everything was read, 1 when something could not be (the
@@ -214,6 +424,36 @@ fn inspect(path: &Path, files: bool, partition: Option<u32>) -> anyhow::Result<E
         station::inspect::list_files(&inspected, partition, &mut out, &mut problems)?
     } else {
         inspected.write_report(&mut out)?
+    };
+    out.flush().context("cannot write to standard output")?;
+    Ok(if all_read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `stationctl inspect --password-file`: what the TrueCrypt header says, and with `--files`
+/// the decrypted filesystem's entries. Exit codes as `inspect`.
+fn inspect_encrypted(path: &Path, files: bool, password_file: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        zeroize::Zeroizing::new(std::fs::read(password_file).with_context(|| {
+            format!("cannot read the password file {}", password_file.display())
+        })?);
+    // The first line, as an editor or `echo` leaves it.
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = line.strip_suffix(b"\r").unwrap_or(line);
+    let unlocked = station::unlock::open_volume(path, station::unlock::Container::Any, password)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let all_read = if files {
+        let stderr = std::io::stderr();
+        let mut problems = stderr.lock();
+        station::inspect::list_files_on(unlocked.source, &mut out, &mut problems)?
+    } else {
+        writeln!(out, "{}: {}", unlocked.what, unlocked.info)
+            .context("cannot write to standard output")?;
+        true
     };
     out.flush().context("cannot write to standard output")?;
     Ok(if all_read {

@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drivers::udev::{DeviceWatcher, WatchOptions};
 use station::api::{self, ApiState};
 use station::config::{Config, DEFAULT_CONFIG_PATH};
 use station::keys::StationKey;
+use station::orchestrator::Station;
 use station::store::Store;
 use station::targets::SdkTargets;
 
@@ -96,19 +98,73 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
     let store = Store::open(&config.data_dir, Arc::new(key))?;
     let targets = SdkTargets::new(&config, endpoint_url.as_deref()).await;
     let state = Arc::new(ApiState {
-        store,
+        store: store.clone(),
         rules: config.manifest_rules(),
         targets: Arc::new(targets),
         station_name: config.station_name.clone(),
     });
+    let console =
+        station::console::server::bind(&config.console.socket, config.console.group.as_deref())?;
+    let station = Station::new(config.clone(), store, endpoint_url);
+
+    // udev events (and the devices present at start) reach the orchestrator in order.
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let watcher = DeviceWatcher::start(events_tx, WatchOptions::default())
+        .context("cannot watch udev for devices (is systemd-udevd running?)")?;
+    let (bridge_tx, mut bridge_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("udev-bridge".into())
+        .spawn(move || {
+            while let Ok(event) = events_rx.recv() {
+                if bridge_tx.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the udev bridge thread")?;
+    let events = {
+        let station = Arc::clone(&station);
+        tokio::spawn(async move {
+            while let Some(event) = bridge_rx.recv().await {
+                station.handle_event(event);
+            }
+        })
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let console_task = tokio::spawn(station::console::server::serve(
+        console,
+        Arc::clone(&station),
+        stopped(stop_rx.clone()),
+    ));
+    let api_listen = config.api.listen;
+    let api_task = tokio::spawn(api::serve(api_listen, state, stopped(stop_rx.clone())));
     tracing::info!(
         station = %config.station_name,
         data_dir = %config.data_dir.display(),
+        console = %config.console.socket.display(),
         "stationd started"
     );
-    api::serve(config.api.listen, state, shutdown_signal())
+    station::systemd::notify("READY=1");
+    let watchdog = tokio::spawn(station::systemd::watchdog());
+
+    shutdown_signal().await;
+    station::systemd::notify("STOPPING=1");
+    let _ = stop_tx.send(true);
+    watchdog.abort();
+    events.abort();
+    if let Err(e) = watcher.stop() {
+        tracing::warn!(error = %e, "udev watcher");
+    }
+    let _ = console_task.await;
+    let _ = std::fs::remove_file(&config.console.socket);
+    api_task
         .await
-        .with_context(|| format!("control-plane API on {}", config.api.listen))
+        .context("control-plane API task")?
+        .with_context(|| format!("control-plane API on {api_listen}"))
 }
 
 /// Completes on SIGTERM (systemd's stop) or SIGINT.

@@ -10,6 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::job::{new_job_id, LocationCode, ProgressCode};
 use crate::keys::{KeyError, StationKey};
 
+mod journal;
+mod runs;
+
+pub use journal::JobJournal;
+pub use runs::{AuditEntry, EraseRecordRow, RunRecord, RunState};
+
 /// The store's file inside the data directory.
 pub const DATABASE_FILE: &str = "station.db";
 
@@ -94,6 +100,84 @@ const MIGRATIONS: &[&str] = &[
         content_type TEXT NOT NULL,
         body BLOB NOT NULL,
         created_at INTEGER NOT NULL
+    );",
+    // 2: the daemon's memory: devices seen, each device's run through the station with its
+    // transitions, the transfer journal, erase records and the operators' audit trail.
+    "CREATE TABLE device (
+        id INTEGER PRIMARY KEY,
+        identity TEXT NOT NULL,
+        devnode TEXT NOT NULL,
+        bay TEXT NOT NULL,
+        details TEXT NOT NULL,
+        seen_at INTEGER NOT NULL
+    );
+    CREATE TABLE run (
+        id INTEGER PRIMARY KEY,
+        device_id INTEGER NOT NULL REFERENCES device(id),
+        identity TEXT NOT NULL,
+        bay TEXT NOT NULL,
+        job_id TEXT REFERENCES job(job_id),
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        erase_started INTEGER NOT NULL DEFAULT 0,
+        erase_written INTEGER NOT NULL DEFAULT 0,
+        erase_verified INTEGER NOT NULL DEFAULT 0,
+        erase_checked INTEGER NOT NULL DEFAULT 0,
+        destroy INTEGER NOT NULL DEFAULT 0,
+        started_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX run_by_identity ON run(identity, id);
+    CREATE TABLE transition (
+        run_id INTEGER NOT NULL REFERENCES run(id),
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX transition_by_run ON transition(run_id);
+    CREATE TABLE journal_file (
+        job_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        md5 TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        PRIMARY KEY (job_id, key)
+    );
+    CREATE TABLE journal_upload (
+        job_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        PRIMARY KEY (job_id, key)
+    );
+    CREATE TABLE journal_part (
+        job_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (job_id, key, upload_id, number)
+    );
+    CREATE TABLE erase_record (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES run(id),
+        job_id TEXT,
+        device TEXT NOT NULL,
+        bytes_written INTEGER NOT NULL,
+        bytes_verified INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        certificate TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
     );",
 ];
 
@@ -454,6 +538,31 @@ impl Store {
         let truncated = jobs.len() > max;
         jobs.truncate(max);
         Ok((jobs, truncated))
+    }
+
+    /// The newest jobs of every account, newest first (the operator's view).
+    ///
+    /// # Errors
+    ///
+    /// The database fails or a stored value is damaged.
+    pub fn recent_jobs(&self, max: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM job ORDER BY seq DESC LIMIT ?1",
+                Self::JOB_COLUMNS
+            ))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+                self.row_to_job(r)
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            jobs.push(self.finish_row(row.map_err(|e| self.sql(e))?)?);
+        }
+        Ok(jobs)
     }
 
     /// How many jobs the account created since `since` (seconds since the epoch).
