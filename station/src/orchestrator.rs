@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::{Bus, Config};
 use crate::job::{LocationCode, ProgressCode};
 use crate::load::{load_job, LoadResult};
+use crate::notify::{Loaded, Notifier};
 use crate::store::{JobJournal, JobRecord, RunRecord, RunState, Store};
 
 /// What the operator sees of one bay.
@@ -169,6 +170,8 @@ pub struct Station {
     expected: Mutex<HashMap<String, String>>,
     /// Bays waiting for the operator to unlock a PIN-pad device.
     unlocks: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Events, e-mail and metrics.
+    notifier: Notifier,
 }
 
 /// Why a worker stopped before its run was final.
@@ -185,7 +188,9 @@ impl Station {
     /// A station with no devices yet.
     pub fn new(config: Config, store: Store, endpoint_override: Option<String>) -> Arc<Self> {
         let (changed, _) = watch::channel(0);
+        let notifier = Notifier::new(config.clone(), store.clone());
         Arc::new(Self {
+            notifier,
             config,
             store,
             endpoint_override,
@@ -200,6 +205,11 @@ impl Station {
     /// The job store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Events, e-mail and metrics.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// The configuration.
@@ -243,6 +253,11 @@ impl Station {
             v.state = state;
             v.message = message.to_owned();
         });
+        let job = lock(&self.bays)
+            .get(bay)
+            .and_then(|b| b.view.job_id.clone());
+        self.notifier
+            .run_state(bay, run, job.as_deref(), state, message);
     }
 
     /// Handles one udev event: a new disk gets a worker, a disk that went away stops its own.
@@ -260,6 +275,8 @@ impl Station {
                 b.pulled.store(true, Ordering::SeqCst);
                 let _ = b.pulled_tx.send(true);
                 tracing::info!(bay, devnode = %event.devnode.display(), "device removed");
+                self.notifier
+                    .device(&bay, &event.devnode.display().to_string(), false);
                 lock(&self.scans).remove(&bay);
                 self.changed.send_modify(|n| *n += 1);
             }
@@ -360,6 +377,8 @@ impl Station {
         let details = identity_json(&identity);
         let described = identity.describe();
         self.update(bay, |v| v.device = described.clone());
+        self.notifier
+            .device(bay, &devnode.display().to_string(), true);
         let device_id = match self.store.record_device(
             &key,
             &devnode.display().to_string(),
@@ -618,6 +637,20 @@ impl Worker {
         if let Err(e) = self.store().set_progress(job_id, code) {
             tracing::error!(job = job_id, error = %e, "cannot set the job's progress");
         }
+        self.notify_result(job_id, code, 0);
+    }
+
+    /// Tells the notifier of a job's new progress code, with what the bay moved.
+    fn notify_result(&self, job_id: &str, code: ProgressCode, errors: u64) {
+        let loaded = Loaded {
+            bay: self.bay.clone(),
+            files: self.progress.files.load(Ordering::Relaxed),
+            bytes: self.progress.bytes.load(Ordering::Relaxed),
+            reason: None,
+        };
+        self.station
+            .notifier
+            .job_progress(job_id, code, errors, &loaded);
     }
 
     /// Finds the job this device belongs to: its SIGNATURE file, else a scanned barcode.
@@ -895,6 +928,9 @@ impl Worker {
                 );
             }
             None => {
+                self.station
+                    .notifier
+                    .stuck_bay(&self.bay, self.run, &job.job_id, stall.as_secs());
                 self.record_result(&job.job_id, ProgressCode::DeviceError, 0);
                 self.transition(
                     RunState::Failed,
@@ -913,6 +949,7 @@ impl Worker {
         if let Err(e) = self.store().set_result(job_id, code, errors) {
             tracing::error!(job = job_id, error = %e, "cannot record the job's result");
         }
+        self.notify_result(job_id, code, errors);
     }
 
     /// Zero-overwrites the device, verifies it, and records the erase with its certificate.
@@ -948,6 +985,14 @@ impl Worker {
         .await;
         match outcome {
             crate::erase::Erased::Verified { record } => {
+                self.station.notifier.erase_result(
+                    &self.bay,
+                    self.run,
+                    Some(&job.job_id),
+                    true,
+                    record,
+                    "erased and verified",
+                );
                 self.transition(
                     RunState::Done,
                     &format!(
@@ -957,6 +1002,14 @@ impl Worker {
                 );
             }
             crate::erase::Erased::Failed { record, reason } => {
+                self.station.notifier.erase_result(
+                    &self.bay,
+                    self.run,
+                    Some(&job.job_id),
+                    false,
+                    record,
+                    &reason,
+                );
                 if let Err(e) = self.store().flag_destroy(self.run) {
                     tracing::error!(run = self.run, error = %e, "cannot flag the device for destruction");
                 }

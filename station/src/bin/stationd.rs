@@ -140,6 +140,18 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
         Arc::clone(&station),
         stopped(stop_rx.clone()),
     ));
+    let outbox = tokio::spawn(station::notify::mail::run_outbox(
+        station.store().clone(),
+        config.notifications.clone(),
+        std::sync::Arc::clone(&station.notifier().wake),
+    ));
+    let metrics_task = config.metrics.listen.map(|listen| {
+        tokio::spawn(station::notify::metrics::serve(
+            listen,
+            Arc::clone(&station),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let api_listen = config.api.listen;
     let api_task = tokio::spawn(api::serve(api_listen, state, stopped(stop_rx.clone())));
     tracing::info!(
@@ -156,6 +168,14 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
     let _ = stop_tx.send(true);
     watchdog.abort();
     events.abort();
+    outbox.abort();
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "metrics endpoint"),
+            Err(e) => tracing::error!(error = %e, "metrics endpoint task"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Err(e) = watcher.stop() {
         tracing::warn!(error = %e, "udev watcher");
     }
