@@ -204,7 +204,8 @@ fn event_line(e: &crate::store::StoredEvent) -> String {
     let mut line = serde_json::json!({"seq": e.seq, "at": e.at, "kind": e.kind});
     if let (Some(obj), Some(body)) = (line.as_object_mut(), e.body.as_object()) {
         for (k, v) in body {
-            obj.insert(k.clone(), v.clone());
+            // The envelope's fields win over a body field of the same name.
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
     line.to_string()

@@ -122,7 +122,7 @@ impl Notifier {
         self.event(
             "job",
             serde_json::json!({
-                "job_id": job_id, "bay": loaded.bay, "state": code.as_str(), "kind": job.kind,
+                "job_id": job_id, "bay": loaded.bay, "state": code.as_str(), "job_kind": job.kind,
                 "errors": errors, "files": loaded.files, "bytes": loaded.bytes,
                 "message": code.message(Some((&job.log_bucket, &job.log_key)), errors),
             }),
