@@ -286,3 +286,76 @@ fn a_stalled_job_mails_the_customer_its_failure_and_the_operator_the_stuck_bay()
     let events = dock.stationctl(&["events"]);
     assert!(events.contains("\"state\":\"stuck\""), "{events}");
 }
+
+#[test]
+fn a_device_that_cannot_be_erased_is_mailed_to_the_customer_and_the_operator() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (smtp_port, metrics_port) = (free_port(), free_port());
+    let dock = Dock::new(&notifications(smtp_port, metrics_port));
+    let out: PathBuf = dock.dir.path().join("mail.jsonl");
+    let _smtp = start_smtp(smtp_port, &out);
+    let (job_id, signature) = dock.create_job(&manifest());
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let image = tstd_image(work.path(), &signature);
+    // Hold the transfer (the target stops answering) while the device turns read-only, as
+    // a drive whose writes fail does: the load reads it, the erase cannot write it.
+    let moto = dock._moto.0.id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &moto]).status();
+    assert!(stop.is_ok_and(|s| s.success()));
+    let device = Loop::attach(&image);
+    dock.wait_bay(&device.bay(), 60, |v| v["state"] == "transferring");
+    let ro = Command::new("blockdev")
+        .args(["--setro", &device.0])
+        .status();
+    let _ = Command::new("kill").args(["-CONT", &moto]).status();
+    assert!(ro.is_ok_and(|s| s.success()));
+    let view = dock.wait_bay(&device.bay(), 120, final_state);
+    let _ = Command::new("blockdev")
+        .args(["--setrw", &device.0])
+        .status();
+    assert_eq!(view["state"], "failed", "{view}\n{}", dock.log());
+    let subject =
+        format!("Job {job_id}: the device could not be erased and is scheduled for destruction");
+    let got = wait_mails(&dock, &out, 5, 30);
+    let destruction: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|m| m["subject"] == subject.as_str())
+        .collect();
+    let mut to: Vec<&str> = destruction
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().unwrap_or(""))
+        .collect();
+    to.sort_unstable();
+    assert_eq!(
+        to,
+        [
+            "jane.roe@example.com",
+            "john.doe@example.com",
+            "ops@dock.test"
+        ],
+        "{got:?}"
+    );
+    let ops = destruction
+        .iter()
+        .find(|m| m["rcpt_tos"][0] == "ops@dock.test")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    let body = ops["body"].as_str().unwrap_or("");
+    assert!(body.contains("ERASE FAILED"), "{body}");
+    assert!(body.contains("Do not return this device"), "{body}");
+    assert_eq!(
+        got.iter()
+            .filter(|m| m["subject"] == format!("Job {job_id} Complete"))
+            .count(),
+        2,
+        "{got:?}"
+    );
+    for mail in &got {
+        assert_no_secret(mail);
+    }
+    let m = scrape(metrics_port);
+    assert_eq!(
+        metric(&m, "station_erases_total{outcome=\"failed\"}"),
+        1.0,
+        "{m:?}"
+    );
+}
