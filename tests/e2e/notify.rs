@@ -237,6 +237,17 @@ fn a_stalled_job_mails_the_customer_its_failure_and_the_operator_the_stuck_bay()
     ));
     let out: PathBuf = dock.dir.path().join("mail.jsonl");
     let _smtp = start_smtp(smtp_port, &out);
+    // A live follower from the start: it sees every event as it happens.
+    let followed = dock.dir.path().join("follow.jsonl");
+    let follower = Server(
+        Command::new(env!("CARGO_BIN_EXE_stationctl"))
+            .arg("--config")
+            .arg(dock.config())
+            .args(["events", "--follow"])
+            .stdout(std::fs::File::create(&followed).unwrap_or_else(|e| panic!("{e}")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("stationctl: {e}")),
+    );
     let (job_id, signature) = dock.create_job(&manifest());
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let image = tstd_image(work.path(), &signature);
@@ -248,6 +259,16 @@ fn a_stalled_job_mails_the_customer_its_failure_and_the_operator_the_stuck_bay()
     let _ = Command::new("kill").args(["-CONT", &moto]).status();
     assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
     let got = wait_mails(&dock, &out, 3, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(follower);
+    let listed = dock.stationctl(&["events"]);
+    let live = std::fs::read_to_string(&followed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(live, listed, "the follower saw exactly what the log holds");
+    assert!(
+        live.lines()
+            .any(|l| l.contains("\"kind\":\"job\"") && l.contains("\"state\":\"DeviceError\"")),
+        "{live}"
+    );
     let operator: Vec<&serde_json::Value> = got
         .iter()
         .filter(|m| m["rcpt_tos"][0] == "ops@dock.test")
@@ -283,8 +304,7 @@ fn a_stalled_job_mails_the_customer_its_failure_and_the_operator_the_stuck_bay()
         1.0,
         "{m:?}"
     );
-    let events = dock.stationctl(&["events"]);
-    assert!(events.contains("\"state\":\"stuck\""), "{events}");
+    assert!(listed.contains("\"state\":\"stuck\""), "{listed}");
 }
 
 #[test]
