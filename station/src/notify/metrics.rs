@@ -19,7 +19,7 @@ pub struct Metrics {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// By job kind.
     bytes: BTreeMap<String, u64>,
     files: BTreeMap<String, u64>,
@@ -28,11 +28,11 @@ struct Counters {
     /// Errors in job logs, by job kind.
     log_errors: BTreeMap<String, u64>,
     /// By outcome.
-    erases: BTreeMap<String, u64>,
+    pub(crate) erases: BTreeMap<String, u64>,
 }
 
 impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

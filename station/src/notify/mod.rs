@@ -342,3 +342,228 @@ pub fn scrub(text: &str, manifest: &Manifest) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use base64::Engine;
+
+    use super::*;
+    use crate::job::LocationCode;
+    use crate::keys::StationKey;
+    use crate::store::{now, JobRecord};
+
+    const PASSWORD: &str = "Tr0ub4dor-s3cret";
+
+    fn notifier() -> (tempfile::TempDir, Notifier, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key =
+            StationKey::load_or_create(&dir.path().join("key")).unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Store::open(&dir.path().join("data"), Arc::new(key)).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::default();
+        config.notifications.operator_email = Some("ops@example.net".into());
+        config.notifications.sender = "station@example.net".into();
+        let manifest = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../pipelines/testdata/manifests/guide/tstd1.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+            + &format!("trueCryptPassword: {PASSWORD}\n");
+        store
+            .create_account("acme")
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_job(|id| JobRecord {
+                job_id: id.to_owned(),
+                account_id: 1,
+                job_type: "Import".into(),
+                kind: "s3-import".into(),
+                manifest: manifest.clone(),
+                manifest_addendum: None,
+                location: LocationCode::AtAWS,
+                progress: ProgressCode::InProgress,
+                error_count: 0,
+                log_bucket: "myawsbucket".into(),
+                log_key: format!("import-log-{id}"),
+                signature: "s".into(),
+                carrier: None,
+                tracking_number: None,
+                created_at: now(),
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, Notifier::new(config, store.clone()), store)
+    }
+
+    /// (recipient, subject, decoded body) of every queued message.
+    fn queued(store: &Store) -> Vec<(String, String, String)> {
+        store
+            .due_mail(now() + 1, 100)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|m| {
+                let encoded = m
+                    .message
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap_or("")
+                    .replace("\r\n", "");
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                for secret in ["4321", PASSWORD] {
+                    assert!(!m.message.contains(secret), "{}", m.message);
+                    assert!(!m.subject.contains(secret));
+                }
+                (
+                    m.recipient,
+                    m.subject,
+                    String::from_utf8_lossy(&body).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn job_id(store: &Store) -> String {
+        store.recent_jobs(1).unwrap_or_else(|e| panic!("{e}"))[0]
+            .job_id
+            .clone()
+    }
+
+    #[test]
+    fn results_and_destruction_are_queued_once_without_secrets() {
+        let (_dir, n, store) = notifier();
+        let job = job_id(&store);
+        let loaded = Loaded {
+            bay: "sdb".into(),
+            files: 6,
+            bytes: 35331,
+            reason: None,
+        };
+        n.job_progress(&job, ProgressCode::InProgress, 0, &loaded);
+        assert!(queued(&store).is_empty(), "no mail for InProgress");
+        n.job_progress(&job, ProgressCode::Complete, 0, &loaded);
+        n.job_progress(&job, ProgressCode::Complete, 0, &loaded);
+        let mails = queued(&store);
+        assert_eq!(
+            mails.len(),
+            2,
+            "one per notificationEmail address, once: {mails:?}"
+        );
+        assert_eq!(mails[0].0, "john.doe@example.com");
+        assert_eq!(mails[1].0, "jane.roe@example.com");
+        assert!(mails[0]
+            .2
+            .contains(&format!("s3://myawsbucket/import-log-{job}")));
+        assert!(mails[0].2.contains("Bytes loaded: 35331"), "{}", mails[0].2);
+
+        // A reason that carries a secret (an error message quoting the manifest) is scrubbed.
+        n.erase_result(
+            "sdb",
+            7,
+            Some(&job),
+            false,
+            3,
+            &format!("write failed; trueCryptPassword: {PASSWORD}"),
+        );
+        let mails = queued(&store);
+        assert_eq!(mails.len(), 5, "{mails:?}");
+        let ops: Vec<_> = mails.iter().filter(|m| m.0 == "ops@example.net").collect();
+        assert_eq!(ops.len(), 1);
+        assert!(ops[0].1.contains("scheduled for destruction"));
+        assert!(
+            ops[0].2.contains("ERASE FAILED in bay sdb (run 7"),
+            "{}",
+            ops[0].2
+        );
+        assert!(ops[0].2.contains(REDACTED), "{}", ops[0].2);
+        assert_eq!(
+            mails.iter().filter(|m| m.1.contains("destruction")).count(),
+            3
+        );
+        assert_eq!(n.metrics.with(|c| c.erases.get("failed").copied()), Some(1));
+    }
+
+    #[test]
+    fn a_failure_says_what_to_do() {
+        let (_dir, n, store) = notifier();
+        let job = job_id(&store);
+        n.job_progress(&job, ProgressCode::MissingSignature, 0, &Loaded::default());
+        let mails = queued(&store);
+        assert_eq!(mails.len(), 2);
+        assert_eq!(mails[0].1, format!("Job {job} failed: MissingSignature"));
+        assert!(
+            mails[0].2.contains("The SIGNATURE file was missing."),
+            "{}",
+            mails[0].2
+        );
+        assert!(
+            mails[0]
+                .2
+                .contains("What to do: the device is returned without being loaded"),
+            "{}",
+            mails[0].2
+        );
+    }
+
+    #[test]
+    fn scrub_removes_pin_and_password_values_and_manifest_lines() {
+        let (_dir, n, store) = notifier();
+        let job = store.recent_jobs(1).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+        let manifest = n.manifest(&job).unwrap_or_else(|| panic!("manifest"));
+        let text = format!("pin 4321, password {PASSWORD}\npinCode: 4321\n");
+        let clean = scrub(&text, &manifest);
+        assert!(
+            !clean.contains("4321") && !clean.contains(PASSWORD),
+            "{clean}"
+        );
+    }
+
+    #[test]
+    fn events_are_numbered_stored_and_broadcast() {
+        let (_dir, n, store) = notifier();
+        let mut live = n.subscribe();
+        n.device("sdb", "/dev/sdb", true);
+        n.run_state(
+            "sdb",
+            1,
+            Some("ABCDE"),
+            RunState::Transferring,
+            "loading job ABCDE",
+        );
+        let stored = store.events_since(0, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored.len(), 2);
+        assert!(stored[0].seq < stored[1].seq);
+        assert_eq!(stored[1].body["state"], "transferring");
+        assert_eq!(stored[1].body["job_id"], "ABCDE");
+        assert_eq!(live.try_recv().map(|e| e.seq).ok(), Some(stored[0].seq));
+        assert_eq!(
+            store.events_since(stored[0].seq, 10).map(|e| e.len()).ok(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn the_outbox_retries_later_and_marks_sent() {
+        let (_dir, n, store) = notifier();
+        n.stuck_bay("sdb", 4, &job_id(&store), 600);
+        let due = store.due_mail(now(), 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(due.len(), 1);
+        store
+            .mail_failed(due[0].id, "connection refused", now() + 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(store
+            .due_mail(now(), 10)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty());
+        assert_eq!(store.pending_mail().ok(), Some(1));
+        store.retry_mail_now().unwrap_or_else(|e| panic!("{e}"));
+        let again = store.due_mail(now(), 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again[0].attempts, 1);
+        store
+            .mail_sent(again[0].id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.pending_mail().ok(), Some(0));
+    }
+}
