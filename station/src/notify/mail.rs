@@ -121,20 +121,14 @@ pub fn backoff(attempts: u32, max: u64) -> u64 {
         .min(max.max(1))
 }
 
-/// Sends the outbox forever: each due message is offered to the server; a refusal or an
-/// outage leaves it queued for a later attempt. Nothing is sent without a server.
-pub async fn run_outbox(store: Store, config: NotificationConfig, wake: Arc<Notify>) {
-    let transport = match transport(&config) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            tracing::info!("notifications.smtp_server is not set: e-mail stays queued");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "e-mail is off");
-            return;
-        }
-    };
+/// Sends the outbox forever through `transport`: each due message is offered to the server;
+/// a refusal or an outage leaves it queued for a later attempt, at most `retry_max_secs` on.
+pub async fn run_outbox(
+    store: Store,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    retry_max_secs: u64,
+    wake: Arc<Notify>,
+) {
     // The outage that delayed the queued messages may be over.
     if let Err(e) = store.retry_mail_now() {
         tracing::error!(error = %e, "outbox");
@@ -153,7 +147,7 @@ pub async fn run_outbox(store: Store, config: NotificationConfig, wake: Arc<Noti
                     }
                 }
                 Err(e) => {
-                    let wait = backoff(m.attempts, config.retry_max_secs);
+                    let wait = backoff(m.attempts, retry_max_secs);
                     tracing::warn!(to = %m.recipient, error = format!("{e:#}"), retry_in_secs = wait, "e-mail not sent");
                     if let Err(e) = store.mail_failed(
                         m.id,
@@ -199,6 +193,31 @@ mod tests {
             .decode(body)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(decoded, "héllo\n".as_bytes());
+    }
+
+    #[test]
+    fn every_tls_mode_builds_a_transport() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let password = dir.path().join("password");
+        std::fs::write(&password, "pw\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut n = NotificationConfig::default();
+        assert!(transport(&n).unwrap_or_else(|e| panic!("{e}")).is_none());
+        n.smtp_server = Some("smtp.example.net".into());
+        n.username = Some("station".into());
+        n.password_file = Some(password);
+        for tls in [SmtpTls::None, SmtpTls::Starttls, SmtpTls::Tls] {
+            n.tls = tls;
+            assert!(transport(&n).unwrap_or_else(|e| panic!("{e:#}")).is_some());
+        }
+        n.password_file = Some(dir.path().join("missing"));
+        let e = transport(&n)
+            .err()
+            .unwrap_or_else(|| panic!("a missing password file is an error"));
+        assert!(
+            format!("{e:#}").contains("notifications.password_file"),
+            "{e:#}"
+        );
+        assert_eq!(NotificationConfig::default().port(), 587);
     }
 
     #[test]

@@ -139,13 +139,24 @@ pub fn render(station: &Station) -> String {
     out
 }
 
-/// Serves `/metrics` on `listen` until `shutdown` completes.
+/// Binds the metrics endpoint's address (at start, so a taken port stops the daemon).
 ///
 /// # Errors
 ///
 /// The address cannot be bound.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("metrics.listen {listen}: cannot listen (is the port taken?)"))
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` completes.
+///
+/// # Errors
+///
+/// The server fails.
 pub async fn serve(
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     station: Arc<Station>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -164,10 +175,9 @@ pub async fn serve(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("metrics.listen {listen}: cannot listen"))?;
-    tracing::info!(%listen, "metrics endpoint");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "metrics endpoint");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
