@@ -89,7 +89,7 @@ pub fn render(station: &Station) -> String {
             &mut out,
             "station_loaded_files_total",
             "counter",
-            "Files loaded by finished jobs.",
+            "Files the loads of finished jobs worked through (as the pipeline reports them started).",
             "kind",
             &c.files,
         );
