@@ -47,6 +47,8 @@ pub struct Config {
     pub erase: EraseConfig,
     /// How long a bay waits for the operator and for progress.
     pub bays: BayConfig,
+    /// E-mail to customers (notificationEmail) and the operator.
+    pub notifications: NotificationConfig,
 }
 
 impl Default for Config {
@@ -64,7 +66,69 @@ impl Default for Config {
             devices: DevicePolicy::default(),
             erase: EraseConfig::default(),
             bays: BayConfig::default(),
+            notifications: NotificationConfig::default(),
         }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same host or network only).
+    None,
+    /// STARTTLS after connecting (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+}
+
+/// E-mail notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// The SMTP server (host name); no e-mail is sent without one (messages still queue).
+    pub smtp_server: Option<String>,
+    /// Its port; default 25 with `tls: none`, 587 with `starttls`, 465 with `tls`.
+    pub smtp_port: Option<u16>,
+    /// none, starttls or tls.
+    pub tls: SmtpTls,
+    /// The From address.
+    pub sender: String,
+    /// The SMTP user, if the server wants one.
+    pub username: Option<String>,
+    /// A file holding the SMTP password (read at start).
+    pub password_file: Option<PathBuf>,
+    /// The facility's operator address: destruction cases and stuck bays.
+    pub operator_email: Option<String>,
+    /// The longest wait between attempts at a message the server did not take, seconds.
+    pub retry_max_secs: u64,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            smtp_server: None,
+            smtp_port: None,
+            tls: SmtpTls::Starttls,
+            sender: "stationd@localhost".to_owned(),
+            username: None,
+            password_file: None,
+            operator_email: None,
+            retry_max_secs: 300,
+        }
+    }
+}
+
+impl NotificationConfig {
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.tls {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        })
     }
 }
 

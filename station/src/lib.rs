@@ -15,6 +15,7 @@ pub mod job;
 pub mod keys;
 pub mod load;
 pub mod logging;
+pub mod notify;
 pub mod orchestrator;
 pub mod pdf;
 pub mod store;

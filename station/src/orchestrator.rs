@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::{Bus, Config};
 use crate::job::{LocationCode, ProgressCode};
 use crate::load::{load_job, LoadResult};
+use crate::notify::{Loaded, Notifier};
 use crate::store::{JobJournal, JobRecord, RunRecord, RunState, Store};
 
 /// What the operator sees of one bay.
@@ -172,6 +173,8 @@ pub struct Station {
     /// What the console shows for a bay whose PIN-pad device is not unlocked yet (it shows no
     /// disk to udev until it is).
     locked: Mutex<BTreeMap<String, BayView>>,
+    /// Events, e-mail and metrics.
+    notifier: Notifier,
 }
 
 /// Why a worker stopped before its run was final.
@@ -188,7 +191,9 @@ impl Station {
     /// A station with no devices yet.
     pub fn new(config: Config, store: Store, endpoint_override: Option<String>) -> Arc<Self> {
         let (changed, _) = watch::channel(0);
+        let notifier = Notifier::new(config.clone(), store.clone());
         Arc::new(Self {
+            notifier,
             config,
             store,
             endpoint_override,
@@ -204,6 +209,11 @@ impl Station {
     /// The job store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Events, e-mail and metrics.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// The configuration.
@@ -246,6 +256,11 @@ impl Station {
             v.state = state;
             v.message = message.to_owned();
         });
+        let job = lock(&self.bays)
+            .get(bay)
+            .and_then(|b| b.view.job_id.clone());
+        self.notifier
+            .run_state(bay, run, job.as_deref(), state, message);
     }
 
     /// Handles one udev event: a new disk gets a worker, a disk that went away stops its own.
@@ -263,6 +278,8 @@ impl Station {
                 b.pulled.store(true, Ordering::SeqCst);
                 let _ = b.pulled_tx.send(true);
                 tracing::info!(bay, devnode = %event.devnode.display(), "device removed");
+                self.notifier
+                    .device(&bay, &event.devnode.display().to_string(), false);
                 lock(&self.scans).remove(&bay);
                 self.changed.send_modify(|n| *n += 1);
             }
@@ -363,6 +380,8 @@ impl Station {
         let details = identity_json(&identity);
         let described = identity.describe();
         self.update(bay, |v| v.device = described.clone());
+        self.notifier
+            .device(bay, &devnode.display().to_string(), true);
         let device_id = match self.store.record_device(
             &key,
             &devnode.display().to_string(),
@@ -743,6 +762,20 @@ impl Worker {
         if let Err(e) = self.store().set_progress(job_id, code) {
             tracing::error!(job = job_id, error = %e, "cannot set the job's progress");
         }
+        self.notify_result(job_id, code, 0);
+    }
+
+    /// Tells the notifier of a job's new progress code, with what the bay moved.
+    fn notify_result(&self, job_id: &str, code: ProgressCode, errors: u64) {
+        let loaded = Loaded {
+            bay: self.bay.clone(),
+            files: self.progress.files.load(Ordering::Relaxed),
+            bytes: self.progress.bytes.load(Ordering::Relaxed),
+            reason: None,
+        };
+        self.station
+            .notifier
+            .job_progress(job_id, code, errors, &loaded);
     }
 
     /// Finds the job this device belongs to: its SIGNATURE file, else a scanned barcode.
@@ -1128,6 +1161,9 @@ impl Worker {
                 );
             }
             None => {
+                self.station
+                    .notifier
+                    .stuck_bay(&self.bay, self.run, &job.job_id, stall.as_secs());
                 self.record_result(&job.job_id, ProgressCode::DeviceError, 0);
                 self.transition(
                     RunState::Failed,
@@ -1146,6 +1182,7 @@ impl Worker {
         if let Err(e) = self.store().set_result(job_id, code, errors) {
             tracing::error!(job = job_id, error = %e, "cannot record the job's result");
         }
+        self.notify_result(job_id, code, errors);
     }
 
     /// Zero-overwrites the device, verifies it, and records the erase with its certificate.
@@ -1181,6 +1218,14 @@ impl Worker {
         .await;
         match outcome {
             crate::erase::Erased::Verified { record } => {
+                self.station.notifier.erase_result(
+                    &self.bay,
+                    self.run,
+                    Some(&job.job_id),
+                    true,
+                    record,
+                    "erased and verified",
+                );
                 self.transition(
                     RunState::Done,
                     &format!(
@@ -1190,6 +1235,14 @@ impl Worker {
                 );
             }
             crate::erase::Erased::Failed { record, reason } => {
+                self.station.notifier.erase_result(
+                    &self.bay,
+                    self.run,
+                    Some(&job.job_id),
+                    false,
+                    record,
+                    &reason,
+                );
                 if let Err(e) = self.store().flag_destroy(self.run) {
                     tracing::error!(run = self.run, error = %e, "cannot flag the device for destruction");
                 }

@@ -14,7 +14,7 @@ use crate::helper::{
     aws, awscli_data_path, container_disk, free_port, repo, start_moto, venv, wait_for_port, Server,
 };
 
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Makes sure systemd-udevd is running (the daemon's device events come from it).
 fn ensure_udevd() {
@@ -31,10 +31,10 @@ fn ensure_udevd() {
 }
 
 /// A loop device, detached when dropped.
-struct Loop(String);
+pub(crate) struct Loop(pub(crate) String);
 
 impl Loop {
-    fn attach(image: &Path) -> Self {
+    pub(crate) fn attach(image: &Path) -> Self {
         let out = Command::new("losetup")
             .args(["-f", "--show"])
             .arg(image)
@@ -67,7 +67,7 @@ impl Loop {
         Self(node.to_owned())
     }
 
-    fn bay(&self) -> String {
+    pub(crate) fn bay(&self) -> String {
         self.0.trim_start_matches("/dev/").to_owned()
     }
 }
@@ -79,17 +79,17 @@ impl Drop for Loop {
 }
 
 /// A station under test: moto, one account, and stationd (restartable).
-struct Dock {
-    dir: tempfile::TempDir,
+pub(crate) struct Dock {
+    pub(crate) dir: tempfile::TempDir,
     moto_port: u16,
-    _moto: Server,
+    pub(crate) _moto: Server,
     api_port: u16,
     keys: (String, String),
     stationd: Option<Server>,
 }
 
 impl Dock {
-    fn new(extra_config: &str) -> Self {
+    pub(crate) fn new(extra_config: &str) -> Self {
         ensure_udevd();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (moto, moto_port) = start_moto();
@@ -119,11 +119,11 @@ impl Dock {
         dock
     }
 
-    fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         self.dir.path().join("stationd.yaml").display().to_string()
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,18 +150,18 @@ impl Dock {
     }
 
     /// kill -9: no shutdown, no cleanup.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut server) = self.stationd.take() {
             let _ = server.0.kill();
             let _ = server.0.wait();
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stationd.log")).unwrap_or_default()
     }
 
-    fn stationctl(&self, args: &[&str]) -> String {
+    pub(crate) fn stationctl(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_stationctl"))
             .arg("--config")
             .arg(self.config())
@@ -176,14 +176,14 @@ impl Dock {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.push("--json");
         let text = self.stationctl(&all);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
 
-    fn s3(&self, args: &[&str]) -> String {
+    pub(crate) fn s3(&self, args: &[&str]) -> String {
         aws(&format!("http://127.0.0.1:{}", self.moto_port), args)
     }
 
@@ -211,7 +211,7 @@ impl Dock {
     }
 
     /// `aws importexport create-job` against the station: (job ID, SIGNATURE file contents).
-    fn create_job(&self, manifest: &str) -> (String, String) {
+    pub(crate) fn create_job(&self, manifest: &str) -> (String, String) {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, manifest).unwrap_or_else(|e| panic!("{e}"));
         let out = Command::new(venv().join("bin/aws"))
@@ -254,7 +254,7 @@ impl Dock {
     }
 
     /// The bay's view once `done` holds for it, within `secs`.
-    fn wait_bay(
+    pub(crate) fn wait_bay(
         &self,
         bay: &str,
         secs: u64,
@@ -280,17 +280,17 @@ impl Dock {
         }
     }
 
-    fn job(&self, job_id: &str) -> serde_json::Value {
+    pub(crate) fn job(&self, job_id: &str) -> serde_json::Value {
         self.json(&["job", "show", job_id])
     }
 }
 
-fn final_state(view: &serde_json::Value) -> bool {
+pub(crate) fn final_state(view: &serde_json::Value) -> bool {
     matches!(view["state"].as_str(), Some("done" | "failed" | "refused"))
 }
 
 /// The guide's TSTD1 manifest, without the PIN (the loop device has no PIN pad).
-fn manifest() -> String {
+pub(crate) fn manifest() -> String {
     std::fs::read_to_string(repo().join("pipelines/testdata/manifests/guide/tstd1.yaml"))
         .unwrap_or_else(|e| panic!("{e}"))
         .lines()
@@ -300,7 +300,7 @@ fn manifest() -> String {
 }
 
 /// Builds the TSTD ext4 image with `signature` as its SIGNATURE file.
-fn tstd_image(dir: &Path, signature: &str) -> PathBuf {
+pub(crate) fn tstd_image(dir: &Path, signature: &str) -> PathBuf {
     let sig = dir.join("SIGNATURE.in");
     std::fs::write(&sig, signature).unwrap_or_else(|e| panic!("{e}"));
     let out = Command::new(repo().join("hw-fixtures/tstd.sh"))

@@ -9,4 +9,5 @@ mod helper;
 mod inspect;
 mod load;
 mod manifest_check;
+mod notify;
 mod stationd_config;

@@ -100,6 +100,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The event stream (job progress, run and bay states, devices, erase results), one JSON
+    /// line per event.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Keep printing events as they happen, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Scan a barcode for the device in BAY: reads one line from standard input, as a USB
     /// barcode scanner types it (or give it with --barcode).
     Scan {
@@ -313,6 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => inspect_encrypted(&path, files, &password_file),
         Command::Status { json } => console(&cli.config, &Request::Status, json),
         Command::Watch { json } => watch(&cli.config, json),
+        Command::Events { since, follow } => events(&cli.config, since, follow),
         Command::Scan { bay, barcode, json } => {
             let text = match barcode {
                 Some(text) => text,
@@ -407,6 +418,22 @@ fn watch(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
         }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints events as JSON lines until the daemon closes the stream.
+fn events(config: &Path, since: i64, follow: bool) -> anyhow::Result<ExitCode> {
+    let mut stream = connect(config)?;
+    station::console::send(&mut stream, &Request::Events { since, follow })?;
+    while let Some(reply) = station::console::receive::<_, Reply>(&mut stream)? {
+        if !reply.ok {
+            eprintln!("stationctl: {}", reply.text);
+            return Ok(ExitCode::from(1));
+        }
+        let mut out = std::io::stdout().lock();
+        write!(out, "{}", reply.text)?;
         out.flush()?;
     }
     Ok(ExitCode::SUCCESS)

@@ -140,6 +140,27 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
         Arc::clone(&station),
         stopped(stop_rx.clone()),
     ));
+    // E-mail goes out only with a server; without one it stays queued in the database.
+    let outbox = match station::notify::mail::transport(&config.notifications)? {
+        Some(transport) => Some(tokio::spawn(station::notify::mail::run_outbox(
+            station.store().clone(),
+            transport,
+            config.notifications.retry_max_secs,
+            Arc::clone(&station.notifier().wake),
+        ))),
+        None => {
+            tracing::info!("notifications.smtp_server is not set: e-mail stays queued");
+            None
+        }
+    };
+    let metrics_task = match config.metrics.listen {
+        Some(listen) => Some(tokio::spawn(station::notify::metrics::serve(
+            station::notify::metrics::bind(listen).await?,
+            Arc::clone(&station),
+            stopped(stop_rx.clone()),
+        ))),
+        None => None,
+    };
     let api_listen = config.api.listen;
     let api_task = tokio::spawn(api::serve(api_listen, state, stopped(stop_rx.clone())));
     tracing::info!(
@@ -156,6 +177,16 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
     let _ = stop_tx.send(true);
     watchdog.abort();
     events.abort();
+    if let Some(task) = &outbox {
+        task.abort();
+    }
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "metrics endpoint"),
+            Err(e) => tracing::error!(error = %e, "metrics endpoint task"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Err(e) = watcher.stop() {
         tracing::warn!(error = %e, "udev watcher");
     }

@@ -65,7 +65,19 @@ pub enum Request {
         /// The bay.
         bay: String,
     },
+    /// The event stream after sequence number `since`, as JSON lines, in frames of up to
+    /// [`EVENT_BATCH`] events; with `follow`, live events as they happen, until the client
+    /// hangs up.
+    Events {
+        /// The last sequence number already seen (0: from the start).
+        since: i64,
+        /// Keep streaming.
+        follow: bool,
+    },
 }
+
+/// The most events in one frame.
+pub const EVENT_BATCH: u32 = 500;
 
 impl Request {
     /// The command's name, for the audit trail.
@@ -81,6 +93,7 @@ impl Request {
             Self::Fail { .. } => "fail",
             Self::Ship { .. } => "ship",
             Self::Unlock { .. } => "unlock",
+            Self::Events { .. } => "events",
         }
     }
 

@@ -114,6 +114,9 @@ async fn connection(mut stream: UnixStream, station: Arc<Station>) -> anyhow::Re
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
         }
     }
+    if let Request::Events { since, follow } = request {
+        return events(&mut stream, &station, since, follow).await;
+    }
     let reply = handle(&station, &request);
     if request.is_action() {
         let detail = format!(
@@ -133,6 +136,79 @@ async fn connection(mut stream: UnixStream, station: Arc<Station>) -> anyhow::Re
     }
     write_frame(&mut stream, &reply).await?;
     Ok(())
+}
+
+/// Streams the event log after `since`, then (with `follow`) live events.
+async fn events(
+    stream: &mut UnixStream,
+    station: &Station,
+    mut since: i64,
+    follow: bool,
+) -> anyhow::Result<()> {
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let mut live = station.notifier().subscribe();
+    loop {
+        let batch = station
+            .store()
+            .events_since(since, super::EVENT_BATCH)
+            .context("station database")?;
+        if let Some(last) = batch.last() {
+            since = last.seq;
+        }
+        let full = batch.len() == super::EVENT_BATCH as usize;
+        if !batch.is_empty() {
+            write_frame(stream, &event_reply(&batch)).await?;
+        }
+        if full {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        break;
+    }
+    loop {
+        match live.recv().await {
+            Ok(event) if event.seq <= since => {}
+            Ok(event) => {
+                since = event.seq;
+                write_frame(stream, &event_reply(std::slice::from_ref(&event))).await?;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Too slow a reader: catch up from the database.
+                let batch = station
+                    .store()
+                    .events_since(since, super::EVENT_BATCH)
+                    .context("station database")?;
+                if let Some(last) = batch.last() {
+                    since = last.seq;
+                    write_frame(stream, &event_reply(&batch)).await?;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+fn event_reply(batch: &[crate::store::StoredEvent]) -> Reply {
+    let mut text = String::new();
+    for e in batch {
+        text.push_str(&event_line(e));
+        text.push('\n');
+    }
+    Reply::ok(text, serde_json::json!({ "events": batch }))
+}
+
+/// One event as a JSON line: sequence number, time, kind, then the event's own fields.
+fn event_line(e: &crate::store::StoredEvent) -> String {
+    let mut line = serde_json::json!({"seq": e.seq, "at": e.at, "kind": e.kind});
+    if let (Some(obj), Some(body)) = (line.as_object_mut(), e.body.as_object()) {
+        for (k, v) in body {
+            // The envelope's fields win over a body field of the same name.
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    line.to_string()
 }
 
 fn status(station: &Station) -> Reply {
@@ -185,6 +261,7 @@ fn handle(station: &Arc<Station>, request: &Request) -> Reply {
     let db = |e: crate::store::StoreError| Reply::error(format!("station database: {e}"));
     match request {
         Request::Status | Request::Watch => status(station),
+        Request::Events { .. } => Reply::error("events are streamed"),
         Request::Scan { bay, text } => match station.scan(bay, text) {
             Ok(()) => Reply::ok(
                 format!("bay {bay}: barcode received\n"),
@@ -322,6 +399,9 @@ fn handle(station: &Arc<Station>, request: &Request) -> Reply {
             if let Err(e) = store.set_progress(job_id, code) {
                 return db(e);
             }
+            station
+                .notifier()
+                .job_progress(job_id, code, 0, &crate::notify::Loaded::default());
             Reply::ok(
                 format!("job {job_id}: {}\n", code.as_str()),
                 serde_json::json!({"job_id": job_id, "progress": code.as_str()}),

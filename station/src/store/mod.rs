@@ -11,9 +11,11 @@ use crate::job::{new_job_id, LocationCode, ProgressCode};
 use crate::keys::{KeyError, StationKey};
 
 mod journal;
+mod notify;
 mod runs;
 
 pub use journal::JobJournal;
+pub use notify::{OutboxMessage, StoredEvent};
 pub use runs::{AuditEntry, EraseRecordRow, RunRecord, RunState};
 
 /// The store's file inside the data directory.
@@ -179,6 +181,27 @@ const MIGRATIONS: &[&str] = &[
         action TEXT NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 3: the event stream and the e-mail outbox.
+    "CREATE TABLE event (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        dedup TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        sent_at INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox (next_attempt_at) WHERE sent_at IS NULL;",
 ];
 
 /// An access key's secret, wiped when dropped.
