@@ -266,6 +266,7 @@ async fn load_glacier(
         &state,
         progress,
         config.transfer.memory_cap_mib * 1024 * 1024,
+        config.transfer.upload_concurrency,
     )
     .await;
     let outcome = outcome?;
@@ -310,6 +311,7 @@ async fn load_ebs(
         &objects,
         progress,
         config.transfer.memory_cap_mib * 1024 * 1024,
+        config.transfer.upload_concurrency,
         verify,
     )
     .await;
