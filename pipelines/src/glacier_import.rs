@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use drivers::source::ReadAt;
 use md5::{Digest as _, Md5};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::manifest::{JobManifest, Manifest};
 use crate::object_store::{ObjectHeaders, ObjectStore, ObjectStoreError};
@@ -88,6 +89,19 @@ pub enum GlacierError {
     Log(ObjectStoreError),
 }
 
+/// A part's buffer whose memory is counted against the job's cap until the upload (and any
+/// retry) is done with it: the permit lives as long as the buffer.
+struct Counted {
+    data: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
 /// Reads `len` bytes at `offset` with large reads.
 fn read_part(
     device: &dyn ReadAt,
@@ -110,19 +124,21 @@ fn read_part(
 /// Uploads a part, retrying a refused or failed upload with backoff.
 async fn upload_with_retries(
     vault: Arc<dyn VaultStore>,
-    name: String,
-    upload_id: String,
+    name: Arc<str>,
+    upload_id: Arc<str>,
     first: u64,
-    body: Vec<u8>,
+    body: Bytes,
     hash: String,
 ) -> Result<(), VaultStoreError> {
+    // `Bytes` clones share the buffer: a retry does not copy the part.
     crate::retry::with_backoff(PART_ATTEMPTS, "part upload", || {
         vault.upload_part(&name, &upload_id, first, body.clone(), &hash)
     })
     .await
 }
 
-/// Imports `device` into the manifest's vault as one archive.
+/// Imports `device` into the manifest's vault as one archive, with at most `concurrency`
+/// parts in flight and at most `memory_cap` bytes of parts held (at least one part).
 ///
 /// # Errors
 ///
@@ -138,6 +154,7 @@ pub async fn run(
     state: &dyn UploadState,
     progress: &dyn Progress,
     memory_cap: u64,
+    concurrency: usize,
 ) -> Result<GlacierOutcome, GlacierError> {
     let JobManifest::GlacierImport(glacier) = &manifest.job else {
         return Err(GlacierError::WrongKind(manifest.kind().as_str()));
@@ -182,10 +199,30 @@ pub async fn run(
         }
     };
 
-    let permits_total = u32::try_from((memory_cap / part).max(1)).unwrap_or(1);
-    let memory = Arc::new(Semaphore::new(permits_total as usize));
+    // Memory is counted in parts; requests in flight are bounded separately.
+    let memory_parts = usize::try_from(memory_cap / part)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let memory = Arc::new(Semaphore::new(memory_parts));
+    let requests = Arc::new(Semaphore::new(concurrency.clamp(1, 256)));
+    let stopped = |what: &str| {
+        GlacierError::Vault(VaultStoreError {
+            operation: "upload".into(),
+            vault: name.clone(),
+            code: "Stopped".into(),
+            message: format!("{what} stopped before the import finished; run the import again"),
+        })
+    };
+    let shared_name: Arc<str> = name.as_str().into();
+    let shared_id: Arc<str> = upload_id.as_str().into();
     let mut hashes: Vec<Hash> = Vec::new();
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let collect = |result: Result<Result<(), VaultStoreError>, tokio::task::JoinError>| match result
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(GlacierError::from(e)),
+        Err(_) => Err(stopped("a part upload task")),
+    };
     let mut parts_uploaded = 0u64;
     let mut offset = 0u64;
     while offset < size {
@@ -193,13 +230,11 @@ pub async fn run(
         let permit = Arc::clone(&memory)
             .acquire_owned()
             .await
-            .map_err(|_| VaultStoreError {
-                operation: "upload".into(),
-                vault: name.clone(),
-                code: "Internal".into(),
-                message: "the upload queue closed".into(),
-            })?;
-        let body = read_part(device.as_ref(), offset, len)?;
+            .map_err(|_| stopped("the upload queue"))?;
+        let body = Bytes::from_owner(Counted {
+            data: read_part(device.as_ref(), offset, len)?,
+            _permit: permit,
+        });
         progress.bytes(len);
         let hash = tree_hash::tree_hash(&body);
         hashes.push(hash);
@@ -210,34 +245,30 @@ pub async fn run(
             continue;
         }
         parts_uploaded += 1;
-        let task = tokio::spawn(upload_with_retries(
+        let request = Arc::clone(&requests)
+            .acquire_owned()
+            .await
+            .map_err(|_| stopped("the upload queue"))?;
+        let upload = upload_with_retries(
             Arc::clone(&vault),
-            name.clone(),
-            upload_id.clone(),
+            Arc::clone(&shared_name),
+            Arc::clone(&shared_id),
             offset,
             body,
             hex,
-        ));
-        tasks.push(tokio::spawn(async move {
-            let result = task.await;
-            drop(permit);
+        );
+        tasks.spawn(async move {
+            let result = upload.await;
+            drop(request);
             result
-        }));
+        });
+        while let Some(result) = tasks.try_join_next() {
+            collect(result)?;
+        }
         offset += len;
     }
-    for task in tasks {
-        match task.await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(e.into()),
-            _ => {
-                return Err(GlacierError::Vault(VaultStoreError {
-                    operation: "upload".into(),
-                    vault: name.clone(),
-                    code: "Internal".into(),
-                    message: "a part upload task stopped".into(),
-                }))
-            }
-        }
+    while let Some(result) = tasks.join_next().await {
+        collect(result)?;
     }
     let tree = hex::encode(tree_hash::from_parts(&hashes));
     let archive = vault.complete(&name, &upload_id, size, &tree).await?;

@@ -4,6 +4,7 @@
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm};
+use bytes::Bytes;
 
 use crate::object_store::BoxFuture;
 
@@ -33,12 +34,13 @@ pub trait SnapshotStore: Send + Sync {
         description: &'a str,
     ) -> BoxFuture<'a, Result<String, SnapshotStoreError>>;
 
-    /// Writes block `index` with its SHA-256 (base64).
+    /// Writes block `index` with its SHA-256 (base64). `data` is shared, not copied, so a
+    /// retry sends the same buffer again.
     fn put_block<'a>(
         &'a self,
         snapshot: &'a str,
         index: i32,
-        data: Vec<u8>,
+        data: Bytes,
         sha256_b64: &'a str,
     ) -> BoxFuture<'a, Result<(), SnapshotStoreError>>;
 
@@ -123,7 +125,7 @@ impl SnapshotStore for EbsStore {
         &'a self,
         snapshot: &'a str,
         index: i32,
-        data: Vec<u8>,
+        data: Bytes,
         sha256_b64: &'a str,
     ) -> BoxFuture<'a, Result<(), SnapshotStoreError>> {
         Box::pin(async move {

@@ -3,6 +3,7 @@
 
 use aws_sdk_glacier::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glacier::primitives::ByteStream;
+use bytes::Bytes;
 
 use crate::object_store::BoxFuture;
 
@@ -50,13 +51,14 @@ pub trait VaultStore: Send + Sync {
         part_size: u64,
     ) -> BoxFuture<'a, Result<String, VaultStoreError>>;
 
-    /// Uploads the part starting at byte `first` with its tree hash (hex).
+    /// Uploads the part starting at byte `first` with its tree hash (hex). `body` is shared,
+    /// not copied, so a retry sends the same buffer again.
     fn upload_part<'a>(
         &'a self,
         vault: &'a str,
         upload_id: &'a str,
         first: u64,
-        body: Vec<u8>,
+        body: Bytes,
         tree_hash: &'a str,
     ) -> BoxFuture<'a, Result<(), VaultStoreError>>;
 
@@ -150,7 +152,7 @@ impl VaultStore for GlacierStore {
         vault: &'a str,
         upload_id: &'a str,
         first: u64,
-        body: Vec<u8>,
+        body: Bytes,
         tree_hash: &'a str,
     ) -> BoxFuture<'a, Result<(), VaultStoreError>> {
         Box::pin(async move {

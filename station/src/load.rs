@@ -273,6 +273,7 @@ async fn load_glacier(
         &state,
         progress,
         config.transfer.memory_cap_mib * 1024 * 1024,
+        config.transfer.upload_concurrency,
     )
     .await;
     let outcome = outcome?;
@@ -317,6 +318,7 @@ async fn load_ebs(
         &objects,
         progress,
         config.transfer.memory_cap_mib * 1024 * 1024,
+        config.transfer.upload_concurrency,
         verify,
     )
     .await;
