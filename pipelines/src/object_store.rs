@@ -50,6 +50,17 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
 }
 
+/// An object a listing returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: String,
+    /// Its size.
+    pub size: u64,
+    /// Its ETag, without quotes.
+    pub etag: String,
+}
+
 /// A part a multipart upload already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPart {
@@ -131,6 +142,27 @@ pub trait ObjectStore: Send + Sync {
         bucket: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>>;
+
+    /// The objects whose keys start with `prefix`, at most about `limit` of them (a listing
+    /// that reaches `limit` stops there). A store that cannot list answers `NotImplemented`,
+    /// and callers fall back to [`ObjectStore::head_object`].
+    fn list_objects<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
+        let _ = limit;
+        Box::pin(async move {
+            Err(ObjectStoreError {
+                operation: "ListObjectsV2".into(),
+                bucket: bucket.into(),
+                key: prefix.into(),
+                code: "NotImplemented".into(),
+                message: "this store cannot list objects".into(),
+            })
+        })
+    }
 
     /// The IDs of multipart uploads in progress for exactly `key`, oldest first.
     fn pending_uploads<'a>(
@@ -242,7 +274,11 @@ impl ObjectStore for S3Store {
             for (k, v) in &h.metadata {
                 req = req.metadata(k, v);
             }
-            req.send()
+            // Content-MD5 protects the body end to end; signing it too would hash every byte
+            // again (SHA-256) for nothing.
+            req.customize()
+                .disable_payload_signing()
+                .send()
                 .await
                 .map(|out| unquote(out.e_tag()))
                 .map_err(|e| error("PutObject", bucket, key, &e))
@@ -306,6 +342,9 @@ impl ObjectStore for S3Store {
                 .part_number(number)
                 .content_md5(b64(&md5))
                 .body(ByteStream::from(body))
+                // As PutObject: Content-MD5 protects the body, unsigned.
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map(|out| unquote(out.e_tag()))
@@ -385,6 +424,42 @@ impl ObjectStore for S3Store {
                 })),
                 Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
                 Err(e) => Err(error("HeadObject", bucket, key, &e)),
+            }
+        })
+    }
+
+    fn list_objects<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut objects = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| error("ListObjectsV2", bucket, prefix, &e))?;
+                for o in out.contents() {
+                    if let Some(key) = o.key() {
+                        objects.push(ListedObject {
+                            key: key.to_owned(),
+                            size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                            etag: unquote(o.e_tag()),
+                        });
+                    }
+                }
+                token = out.next_continuation_token().map(str::to_owned);
+                if out.is_truncated() != Some(true) || token.is_none() || objects.len() >= limit {
+                    return Ok(objects);
+                }
             }
         })
     }

@@ -198,6 +198,7 @@ pub async fn load_job(
     ));
     let options = Options {
         memory_cap: config.transfer.memory_cap_mib * 1024 * 1024,
+        upload_concurrency: config.transfer.upload_concurrency,
         journal,
     };
     let outcome = s3_import::run(fs.as_ref(), manifest, job_id, store, progress, options).await?;

@@ -125,8 +125,11 @@ pub async fn region_config(
 /// local S3 servers work.
 pub async fn s3_client(config: &Config, endpoint_override: Option<&str>) -> aws_sdk_s3::Client {
     let shared = region_config(config, Region::UsEast1, Service::S3, endpoint_override).await;
+    // Uploads carry Content-MD5, which the store checks; the SDK's own optional CRC32 of
+    // every body would be one more pass over each byte.
     let conf = aws_sdk_s3::config::Builder::from(&shared)
         .force_path_style(true)
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }

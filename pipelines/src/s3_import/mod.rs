@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-use drivers::fs::walk::{walk, Limits, WalkProblem};
+use drivers::fs::walk::{walk, Limits, WalkEntry, WalkProblem};
 use drivers::fs::{EntryId, EntryKind, FileSystem, FsError, RawName};
 
 use crate::manifest::{JobManifest, Manifest, S3Import};
@@ -42,6 +42,8 @@ pub fn part_size(size: u64) -> u64 {
 pub struct Options {
     /// The most bytes of file data held in memory at once (buffers being uploaded).
     pub memory_cap: u64,
+    /// The most uploads (PutObject or UploadPart requests) in flight at once.
+    pub upload_concurrency: usize,
     /// What an interrupted run of the same job finished, and where this run records its own.
     pub journal: Arc<dyn Journal>,
 }
@@ -50,6 +52,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             memory_cap: 512 * MIB,
+            upload_concurrency: 16,
             journal: Arc::new(NoJournal),
         }
     }
@@ -204,8 +207,19 @@ fn base_headers(s3: &S3Import, mtime: Option<i64>) -> ObjectHeaders {
     }
 }
 
-/// Reads `buf.len()` bytes of file `id` from `offset` (short only at the end of the file).
+/// Reads `buf.len()` bytes of file `id` from `offset` (short only at the end of the file),
+/// with `block_in_place`, so the worker's other tasks (uploads in flight) move on meanwhile.
 fn read_full(
+    fs: &dyn FileSystem,
+    id: EntryId,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize, FsError> {
+    tokio::task::block_in_place(|| read_exact(fs, id, offset, buf))
+}
+
+/// Reads `buf.len()` bytes of file `id` from `offset` (short only at the end of the file).
+fn read_exact(
     fs: &dyn FileSystem,
     id: EntryId,
     offset: u64,
@@ -214,14 +228,66 @@ fn read_full(
     let mut done = 0;
     while done < buf.len() {
         let end = (done + READ_CHUNK).min(buf.len());
-        let n =
-            tokio::task::block_in_place(|| fs.read(id, offset + done as u64, &mut buf[done..end]))?;
+        let n = fs.read(id, offset + done as u64, &mut buf[done..end])?;
         if n == 0 {
             break;
         }
         done += n;
     }
     Ok(done)
+}
+
+/// The most bytes of small files read ahead at once.
+const READ_AHEAD_BYTES: u64 = 8 * MIB;
+/// The most small files read ahead at once.
+const READ_AHEAD_FILES: usize = 128;
+/// Threads that read ahead side by side (several reads in flight).
+const READ_AHEAD_THREADS: usize = 4;
+
+/// Reads the small files at the head of `files` (up to `READ_AHEAD_FILES` of them and
+/// `READ_AHEAD_BYTES` in all) on several threads at once, so many small reads are in flight
+/// instead of one. A file that cannot be read is left out (the caller reads it again itself,
+/// and logs the error).
+fn read_ahead(
+    fs: &dyn FileSystem,
+    files: &[&WalkEntry],
+) -> std::collections::HashMap<EntryId, Vec<u8>> {
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    for w in files {
+        let e = &w.entry;
+        if e.kind != EntryKind::File || e.size > MIN_PART_BYTES {
+            continue;
+        }
+        if batch.len() == READ_AHEAD_FILES
+            || (bytes + e.size > READ_AHEAD_BYTES && !batch.is_empty())
+        {
+            break;
+        }
+        bytes += e.size;
+        batch.push((e.id, e.size));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let read = std::sync::Mutex::new(std::collections::HashMap::with_capacity(batch.len()));
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            for _ in 0..READ_AHEAD_THREADS.min(batch.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(id, size)) = batch.get(i) else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
+                    if matches!(read_exact(fs, id, 0, &mut buf), Ok(n) if n == buf.len()) {
+                        read.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, buf);
+                    }
+                });
+            }
+        })
+    });
+    read.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The MD5 of `buf`. A large buffer is hashed with `block_in_place`, so the other tasks of the
@@ -249,6 +315,9 @@ struct Uploaded {
     size: u64,
     part_size: u64,
     multipart: bool,
+    /// The MD5s of the parts as they were sent (each part's Content-MD5), concatenated; `None`
+    /// when this run sent no parts (one PutObject, or an object an earlier run finished).
+    part_md5s: Option<Vec<u8>>,
 }
 
 /// Runs the import of `fs` for `job_id`: uploads, verifies, writes the log.
@@ -282,13 +351,23 @@ pub async fn run(
         .collect();
     progress.planned(files.len() as u64, files.iter().map(|w| w.entry.size).sum());
 
-    let cap_mib = u32::try_from(options.memory_cap.div_ceil(MIB).max(1)).unwrap_or(u32::MAX);
+    // The read-ahead of small files comes out of the cap too.
+    let cap_mib = u32::try_from(
+        options
+            .memory_cap
+            .saturating_sub(READ_AHEAD_BYTES)
+            .div_ceil(MIB)
+            .max(1),
+    )
+    .unwrap_or(u32::MAX);
     let memory = Arc::new(Semaphore::new(cap_mib as usize));
     let permits_for = |bytes: u64| -> u32 {
         u32::try_from(bytes.div_ceil(MIB).max(1))
             .unwrap_or(u32::MAX)
             .min(cap_mib)
     };
+
+    let requests = Arc::new(Semaphore::new(options.upload_concurrency.max(1)));
 
     let mut rows: Vec<LogRow> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
@@ -318,7 +397,8 @@ pub async fn run(
         });
     }
 
-    for w in files {
+    let mut ahead: std::collections::HashMap<EntryId, Vec<u8>> = Default::default();
+    for (at, w) in files.iter().enumerate() {
         let entry = &w.entry;
         let path = w.path_bytes();
         let file = display_path(&path);
@@ -387,6 +467,7 @@ pub async fn run(
                 size: entry.size,
                 part_size: part_size(entry.size),
                 multipart: row.etag.contains('-'),
+                part_md5s: None,
             });
             rows.push(row);
             continue;
@@ -404,8 +485,21 @@ pub async fn run(
             Ok(p) => p,
             Err(_) => break, // The semaphore is never closed.
         };
-        let mut buf = vec![0u8; usize::try_from(first_len).unwrap_or(0)];
-        let read = match read_full(fs, entry.id, 0, &mut buf) {
+        if size <= part && !ahead.contains_key(&entry.id) {
+            ahead = read_ahead(fs, &files[at..]);
+        }
+        let (buf, read) = match ahead.remove(&entry.id) {
+            Some(buf) => {
+                let n = buf.len();
+                (buf, Ok(n))
+            }
+            None => {
+                let mut buf = vec![0u8; usize::try_from(first_len).unwrap_or(0)];
+                let read = read_full(fs, entry.id, 0, &mut buf);
+                (buf, read)
+            }
+        };
+        let read = match read {
             Ok(n) if n as u64 == first_len => n,
             Ok(_) | Err(_) => {
                 row.status = RowStatus::ReadError;
@@ -428,9 +522,13 @@ pub async fn run(
             let journal = Arc::clone(&options.journal);
             let (bucket, key) = (bucket.clone(), key.clone());
             let content_type = row.content_type.clone();
+            let requests = Arc::clone(&requests);
             let task = tokio::spawn(async move {
                 let md5 = md5_of(&buf);
+                // The semaphore is never closed.
+                let request = requests.acquire_owned().await.ok();
                 let result = store.put_object(&bucket, &key, buf, md5, &headers).await;
+                drop(request);
                 drop(permit);
                 if let Ok(etag) = &result {
                     journal.file_finished(
@@ -455,6 +553,7 @@ pub async fn run(
                 size,
                 part_size: part,
                 multipart: false,
+                part_md5s: None,
             });
             rows.push(row);
             continue;
@@ -482,7 +581,8 @@ pub async fn run(
                 }
             },
         };
-        let mut parts: Vec<(i32, JoinHandle<Result<String, ObjectStoreError>>)> = Vec::new();
+        type PartTask = JoinHandle<([u8; 16], Result<String, ObjectStoreError>)>;
+        let mut parts: Vec<(i32, PartTask)> = Vec::new();
         let mut offset = 0u64;
         let mut number = 1i32;
         let mut first = Some((buf, permit));
@@ -514,13 +614,13 @@ pub async fn run(
             };
             // A part an interrupted run stored is compared here; the others are hashed by
             // their upload tasks, so the reader goes on meanwhile.
-            let already = stored_parts
-                .get(&number)
-                .filter(|(etag, size)| *size == len && *etag == hex::encode(md5_of(&buf)))
-                .map(|(etag, _)| etag.clone());
-            if let Some(etag) = already {
+            let already = stored_parts.get(&number).and_then(|(etag, size)| {
+                let md5 = md5_of(&buf);
+                (*size == len && *etag == hex::encode(md5)).then(|| (md5, etag.clone()))
+            });
+            if let Some((md5, etag)) = already {
                 drop(permit);
-                parts.push((number, tokio::spawn(async move { Ok(etag) })));
+                parts.push((number, tokio::spawn(async move { (md5, Ok(etag)) })));
                 offset += len;
                 number += 1;
                 continue;
@@ -528,27 +628,35 @@ pub async fn run(
             let store = Arc::clone(&store);
             let journal = Arc::clone(&options.journal);
             let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
+            let requests = Arc::clone(&requests);
             parts.push((
                 number,
                 tokio::spawn(async move {
                     let md5 = md5_of(&buf);
+                    // The semaphore is never closed.
+                    let request = requests.acquire_owned().await.ok();
                     let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
+                    drop(request);
                     drop(permit);
                     if let Ok(etag) = &result {
                         journal.part_finished(&k, &u, number, etag, len);
                     }
-                    result
+                    (md5, result)
                 }),
             ));
             offset += len;
             number += 1;
         }
         let mut etags = Vec::new();
+        let mut part_md5s = Vec::new();
         let mut failure = None;
         for (n, task) in parts {
             match task.await {
-                Ok(Ok(etag)) => etags.push((n, etag)),
-                Ok(Err(e)) => failure = failure.or(Some(failure_status(&e))),
+                Ok((md5, Ok(etag))) => {
+                    etags.push((n, etag));
+                    part_md5s.extend_from_slice(&md5);
+                }
+                Ok((_, Err(e))) => failure = failure.or(Some(failure_status(&e))),
                 Err(_) => {
                     failure = failure.or(Some(RowStatus::UploadFailed("InternalError".into())))
                 }
@@ -590,6 +698,7 @@ pub async fn run(
                     size,
                     part_size: part,
                     multipart: true,
+                    part_md5s: Some(part_md5s),
                 });
             }
             Err(e) => {
@@ -712,71 +821,241 @@ fn failure_status(e: &ObjectStoreError) -> RowStatus {
     }
 }
 
-/// Re-reads file `u` once: its MD5, and for a multipart upload the ETag its parts give (the
-/// MD5 of the parts' MD5s, `-` and their number). The part MD5s are computed on a second
-/// thread, beside the whole-file MD5.
-fn reread(
-    fs: &dyn FileSystem,
-    u: &Uploaded,
-    buf: &mut [u8],
-) -> Result<(String, Option<String>), String> {
-    let mut whole = Md5::new();
-    let mut part_md5s: Vec<u8> = Vec::new();
-    let mut part = Md5::new();
-    let mut in_part = 0u64;
-    let mut offset = 0u64;
-    while offset < u.size {
-        let want = usize::try_from(
-            (u.size - offset)
-                .min(buf.len() as u64)
-                .min(u.part_size - in_part),
-        )
-        .unwrap_or(buf.len())
-        .min(buf.len());
-        let n = read_full(fs, u.id, offset, &mut buf[..want])
-            .map_err(|e| format!("re-reading failed: {e}"))?;
-        if n != want {
-            return Err(format!(
-                "the file ended at byte {} on re-reading",
-                offset + n as u64
-            ));
-        }
-        let chunk = &buf[..n];
-        if u.multipart {
-            tokio::task::block_in_place(|| {
-                std::thread::scope(|s| {
-                    s.spawn(|| part.update(chunk));
-                    whole.update(chunk);
-                })
+/// What re-reading one file gave: its MD5 and, when this run did not send its parts itself,
+/// the multipart ETag its parts give; or why it could not be re-read.
+type Reread = Result<(String, Option<String>), String>;
+
+/// Threads that re-read and hash files side by side (more reads in flight, and every core
+/// hashing).
+const REREAD_THREADS: usize = 4;
+/// Buffers of `READ_CHUNK` bytes between the thread that re-reads a large file and the one
+/// that hashes it.
+const REREAD_BUFFERS: usize = 2;
+
+/// Re-reads `files` on `REREAD_THREADS` threads, a file per thread at a time: each file's MD5
+/// and, for a multipart upload whose parts this run did not send (an earlier run finished it),
+/// the ETag its parts give. After a file that cannot be re-read, the files that come after it
+/// are not re-read (`None`).
+fn reread_all(fs: &dyn FileSystem, files: &[&Uploaded]) -> Vec<Option<Reread>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let results: std::sync::Mutex<Vec<Option<Reread>>> =
+        std::sync::Mutex::new(vec![None; files.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..REREAD_THREADS.min(files.len()) {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= files.len() || i > first_failure.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let result = reread(fs, files[i], &mut buf);
+                    if result.is_err() {
+                        first_failure.fetch_min(i, Ordering::Relaxed);
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                }
             });
-        } else {
-            tokio::task::block_in_place(|| whole.update(chunk));
         }
-        offset += n as u64;
-        in_part += n as u64;
-        if u.multipart && (in_part == u.part_size || offset == u.size) {
-            part_md5s.extend_from_slice(&std::mem::take(&mut part).finalize());
-            in_part = 0;
-        }
-    }
-    let md5 = hex::encode(whole.finalize());
-    let etag = u.multipart.then(|| {
-        format!(
-            "{}-{}",
-            hex::encode(Md5::digest(&part_md5s)),
-            part_md5s.len() / 16
-        )
     });
-    Ok((md5, etag))
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-/// HEAD requests verification keeps in flight while it re-reads the next files.
-const VERIFY_HEADS: usize = 32;
+/// Re-reads file `u`: its MD5 and, when this run did not send its parts, its multipart ETag.
+/// A file of one read is read into `small`; a larger one is read on a second thread while
+/// this one hashes.
+fn reread(fs: &dyn FileSystem, u: &Uploaded, small: &mut Vec<u8>) -> Reread {
+    let parts_too = u.multipart && u.part_md5s.is_none();
+    let mut whole = Md5::new();
+    if u.size <= READ_CHUNK as u64 && !parts_too {
+        let len = usize::try_from(u.size).unwrap_or(READ_CHUNK);
+        if small.len() < len {
+            small.resize(len, 0);
+        }
+        let n = read_exact(fs, u.id, 0, &mut small[..len])
+            .map_err(|e| format!("re-reading failed: {e}"))?;
+        if n != len {
+            return Err(format!("the file ended at byte {n} on re-reading"));
+        }
+        whole.update(&small[..len]);
+        return Ok((hex::encode(whole.finalize()), None));
+    }
+    let (full_tx, full_rx) =
+        std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize), String>>(REREAD_BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..=REREAD_BUFFERS {
+        let _ = empty_tx.send(vec![0u8; READ_CHUNK]);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut offset = 0u64;
+            while offset < u.size {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                // Reads end at part boundaries, so parts can be hashed on their own.
+                let want = (u.size - offset)
+                    .min(READ_CHUNK as u64)
+                    .min(u.part_size - offset % u.part_size);
+                let want = usize::try_from(want).unwrap_or(READ_CHUNK);
+                let piece = match read_exact(fs, u.id, offset, &mut buf[..want]) {
+                    Ok(n) if n == want => Ok((buf, n)),
+                    Ok(n) => Err(format!(
+                        "the file ended at byte {} on re-reading",
+                        offset + n as u64
+                    )),
+                    Err(e) => Err(format!("re-reading failed: {e}")),
+                };
+                let failed = piece.is_err();
+                if full_tx.send(piece).is_err() || failed {
+                    return;
+                }
+                offset += want as u64;
+            }
+        });
+        // Dropped when hashing stops, so a reader waiting on either channel ends.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        let mut part = Md5::new();
+        let mut part_md5s: Vec<u8> = Vec::new();
+        let mut in_part = 0u64;
+        let mut offset = 0u64;
+        while offset < u.size {
+            // The reader only stops early after sending its error.
+            let (buf, len) = match full_rx.recv() {
+                Ok(Ok(piece)) => piece,
+                Ok(Err(why)) => return Err(why),
+                Err(_) => return Err("re-reading stopped".into()),
+            };
+            whole.update(&buf[..len]);
+            offset += len as u64;
+            if parts_too {
+                part.update(&buf[..len]);
+                in_part += len as u64;
+                if in_part == u.part_size || offset == u.size {
+                    part_md5s.extend_from_slice(&std::mem::take(&mut part).finalize());
+                    in_part = 0;
+                }
+            }
+            let _ = empty_tx.send(buf);
+        }
+        let md5 = hex::encode(whole.finalize());
+        Ok((md5, parts_too.then(|| multipart_etag(&part_md5s))))
+    })
+}
 
-/// Re-reads every uploaded file, and compares its MD5 with the log and the store's ETag and
-/// size with what was uploaded. Files are re-read one after the other; the store is asked
-/// about each file while the next ones are re-read. The first file (in walk order) that
-/// differs fails the job.
+/// The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, `-`, their number.
+fn multipart_etag(part_md5s: &[u8]) -> String {
+    format!(
+        "{}-{}",
+        hex::encode(Md5::digest(part_md5s)),
+        part_md5s.len() / 16
+    )
+}
+
+/// HEAD requests verification keeps in flight.
+const VERIFY_HEADS: usize = 32;
+/// Objects to check from which one listing of their common prefix replaces a HEAD each.
+const LIST_FROM: usize = 64;
+
+/// The longest prefix all `keys` share, cut at a character boundary.
+fn common_prefix(keys: &[String]) -> &str {
+    let Some(first) = keys.first() else {
+        return "";
+    };
+    let mut len = first.len();
+    for k in &keys[1..] {
+        len = first
+            .bytes()
+            .zip(k.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    &first[..len]
+}
+
+/// What the store says about each of `keys`: one listing of their common prefix when there are
+/// many, and a HEAD for every key the listing did not show (or for all, when the store cannot
+/// list).
+async fn store_view(
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    keys: Vec<String>,
+) -> Vec<Result<Option<ObjectInfo>, ObjectStoreError>> {
+    type Head = (usize, Result<Option<ObjectInfo>, ObjectStoreError>);
+    let mut found: Vec<Option<Result<Option<ObjectInfo>, ObjectStoreError>>> =
+        vec![None; keys.len()];
+    if keys.len() >= LIST_FROM {
+        let prefix = common_prefix(&keys);
+        // A prefix shared with many other objects is not listed to its end.
+        let limit = keys.len().saturating_mul(4).saturating_add(1000);
+        match store.list_objects(&bucket, prefix, limit).await {
+            Ok(listed) => {
+                let place: std::collections::HashMap<&str, usize> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (k.as_str(), i))
+                    .collect();
+                for o in listed {
+                    if let Some(&i) = place.get(o.key.as_str()) {
+                        found[i] = Some(Ok(Some(ObjectInfo {
+                            size: o.size,
+                            etag: o.etag,
+                            content_type: None,
+                        })));
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot list the bucket; one HEAD per object"),
+        }
+    }
+    let joined = |done: Result<Head, tokio::task::JoinError>| match done {
+        Ok(head) => Some(head),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: only when the runtime shuts down, and then nothing is waiting.
+        Err(_) => None,
+    };
+    let mut heads: JoinSet<Head> = JoinSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        if found[i].is_some() {
+            continue;
+        }
+        while heads.len() >= VERIFY_HEADS {
+            if let Some((k, head)) = heads.join_next().await.and_then(joined) {
+                found[k] = Some(head);
+            }
+        }
+        let (store, bucket, key) = (Arc::clone(&store), bucket.clone(), key.clone());
+        heads.spawn(async move { (i, store.head_object(&bucket, &key).await) });
+    }
+    while let Some(done) = heads.join_next().await {
+        if let Some((k, head)) = joined(done) {
+            found[k] = Some(head);
+        }
+    }
+    found
+        .into_iter()
+        .zip(&keys)
+        .map(|(f, key)| {
+            f.unwrap_or_else(|| {
+                Err(ObjectStoreError {
+                    operation: "HeadObject".into(),
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    code: "Cancelled".into(),
+                    message: "the request did not finish".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Re-reads every uploaded file and compares its MD5 with the log, and compares the store's
+/// ETag and size with what was uploaded. The store is asked (one listing, or HEADs) while the
+/// files are re-read. The first file (in walk order) that differs fails the job.
 async fn verify(
     fs: &dyn FileSystem,
     bucket: &str,
@@ -784,93 +1063,74 @@ async fn verify(
     uploaded: &[Uploaded],
     store: &Arc<dyn ObjectStore>,
 ) -> Result<(), ImportError> {
-    type Head = (usize, Result<Option<ObjectInfo>, ObjectStoreError>);
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut heads: JoinSet<Head> = JoinSet::new();
-    // The ETag each re-read file's object must have, by its place in `uploaded`.
-    let mut expected: Vec<String> = vec![String::new(); uploaded.len()];
-    let mut failures: Vec<(usize, ImportError)> = Vec::new();
-    let fail = |k: usize, why: String| {
-        (
-            k,
-            ImportError::Verification {
-                file: rows[uploaded[k].row].file.clone(),
-                why,
-            },
-        )
+    let todo: Vec<&Uploaded> = uploaded
+        .iter()
+        .filter(|u| rows[u.row].status == RowStatus::Ok)
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = todo
+        .iter()
+        .map(|u| {
+            let key = &rows[u.row].key;
+            key.strip_prefix(&format!("{bucket}/"))
+                .unwrap_or(key)
+                .to_owned()
+        })
+        .collect();
+    let asked = tokio::spawn(store_view(Arc::clone(store), bucket.to_owned(), keys));
+    let reread = tokio::task::block_in_place(|| reread_all(fs, &todo));
+    let infos = match asked.await {
+        Ok(infos) => infos,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Vec::new(),
     };
-    let check = |(k, head): Head, expected: &[String]| -> Option<(usize, ImportError)> {
-        let info = match head {
-            Ok(Some(info)) => info,
-            Ok(None) => return Some(fail(k, "the object is missing from the bucket".into())),
-            Err(e) => return Some(fail(k, format!("HEAD failed: {e}"))),
-        };
-        if info.size != uploaded[k].size {
-            return Some(fail(
-                k,
-                format!(
-                    "the object has {} bytes, the file {}",
-                    info.size, uploaded[k].size
-                ),
-            ));
-        }
-        if info.etag != expected[k] {
-            return Some(fail(
-                k,
-                format!(
-                    "the object's ETag is {}, expected {}",
-                    info.etag, expected[k]
-                ),
-            ));
-        }
-        None
+    let fail = |u: &Uploaded, why: String| {
+        Err(ImportError::Verification {
+            file: rows[u.row].file.clone(),
+            why,
+        })
     };
-    let joined = |done: Option<Result<Head, tokio::task::JoinError>>| match done {
-        Some(Ok(head)) => Some(head),
-        Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Cancelled: only when the runtime shuts down, and then nothing is waiting.
-        Some(Err(_)) | None => None,
-    };
-
-    for (k, u) in uploaded.iter().enumerate() {
+    for (k, u) in todo.iter().enumerate() {
         let row = &rows[u.row];
-        if row.status != RowStatus::Ok {
-            continue;
-        }
-        match reread(fs, u, &mut buf) {
-            Ok((md5, _)) if md5 != row.md5 => {
-                failures.push(fail(
-                    k,
+        let expected = match reread.get(k) {
+            Some(Some(Ok((md5, _)))) if *md5 != row.md5 => {
+                return fail(
+                    u,
                     format!("MD5 {md5} on re-reading, {} when uploaded", row.md5),
-                ));
-                break;
+                )
             }
-            Ok((md5, multipart_etag)) => expected[k] = multipart_etag.unwrap_or(md5),
-            Err(why) => {
-                failures.push(fail(k, why));
-                break;
-            }
+            Some(Some(Ok((md5, parts_etag)))) => match (&u.part_md5s, parts_etag) {
+                // The parts were hashed as they were sent, from the buffers the file's MD5
+                // (just confirmed by the re-read) was computed from.
+                (Some(sent), _) => multipart_etag(sent),
+                (None, Some(etag)) => etag.clone(),
+                (None, None) => md5.clone(),
+            },
+            Some(Some(Err(why))) => return fail(u, why.clone()),
+            Some(None) | None => return fail(u, "re-reading stopped before this file".into()),
+        };
+        let info = match infos.get(k) {
+            Some(Ok(Some(info))) => info,
+            Some(Ok(None)) => return fail(u, "the object is missing from the bucket".into()),
+            Some(Err(e)) => return fail(u, format!("HEAD failed: {e}")),
+            None => return fail(u, "the store was not asked about it".into()),
+        };
+        if info.size != u.size {
+            return fail(
+                u,
+                format!("the object has {} bytes, the file {}", info.size, u.size),
+            );
         }
-        while heads.len() >= VERIFY_HEADS {
-            if let Some(head) = joined(heads.join_next().await) {
-                failures.extend(check(head, &expected));
-            }
+        if info.etag != expected {
+            return fail(
+                u,
+                format!("the object's ETag is {}, expected {expected}", info.etag),
+            );
         }
-        let key = row
-            .key
-            .strip_prefix(&format!("{bucket}/"))
-            .unwrap_or(&row.key)
-            .to_owned();
-        let (store, bucket) = (Arc::clone(store), bucket.to_owned());
-        heads.spawn(async move { (k, store.head_object(&bucket, &key).await) });
     }
-    while let Some(head) = joined(heads.join_next().await) {
-        failures.extend(check(head, &expected));
-    }
-    match failures.into_iter().min_by_key(|f| f.0) {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -886,6 +1146,16 @@ mod tests {
         let p = part_size(five_tb);
         assert!(five_tb.div_ceil(p) <= MAX_PARTS);
         assert_eq!(p % MIB, 0);
+    }
+
+    #[test]
+    fn common_prefixes_end_on_characters() {
+        let keys = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(common_prefix(&keys(&["p/a/x", "p/a/y", "p/ab"])), "p/a");
+        assert_eq!(common_prefix(&keys(&["café", "cafè"])), "caf");
+        assert_eq!(common_prefix(&keys(&["only"])), "only");
+        assert_eq!(common_prefix(&keys(&["a", "b"])), "");
+        assert_eq!(common_prefix(&[]), "");
     }
 
     #[test]

@@ -122,6 +122,9 @@ struct MemStore {
     aborted: Mutex<u32>,
     deny_key: Option<String>,
     parts_sent: Mutex<u32>,
+    heads: Mutex<u32>,
+    /// A key whose listing shows a wrong ETag.
+    misreported_key: Option<String>,
 }
 
 fn etag_of(parts: &[Vec<u8>]) -> String {
@@ -265,6 +268,7 @@ impl ObjectStore for MemStore {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<ObjectInfo>, ObjectStoreError>> {
         Box::pin(async move {
+            *self.heads.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             Ok(self
                 .objects
                 .lock()
@@ -275,6 +279,32 @@ impl ObjectStore for MemStore {
                     etag: e.clone(),
                     content_type: h.content_type.clone(),
                 }))
+        })
+    }
+    fn list_objects<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        _: usize,
+    ) -> BoxFuture<'a, Result<Vec<crate::object_store::ListedObject>, ObjectStoreError>> {
+        Box::pin(async move {
+            let start = format!("{bucket}/{prefix}");
+            Ok(self
+                .objects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(k, _)| k.starts_with(&start))
+                .map(|(k, (b, e, _))| {
+                    let key = k[bucket.len() + 1..].to_owned();
+                    let wrong = self.misreported_key.as_deref() == Some(key.as_str());
+                    crate::object_store::ListedObject {
+                        size: b.len() as u64,
+                        etag: if wrong { format!("0{e}") } else { e.clone() },
+                        key,
+                    }
+                })
+                .collect())
         })
     }
     fn pending_uploads<'a>(
@@ -606,4 +636,40 @@ async fn an_interrupted_multipart_upload_is_resumed_and_stale_ones_aborted() {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_objects_are_checked_with_one_listing() {
+    let files: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
+        .map(|i| {
+            (
+                format!("d{}/f{i:03}.dat", i % 3).into_bytes(),
+                i.to_le_bytes().repeat(i as usize + 1),
+            )
+        })
+        .collect();
+    let tree: Vec<(&[u8], EntryKind, Vec<u8>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_slice(), EntryKind::File, c.clone()))
+        .collect();
+    let fs = MemFs::new(&tree);
+    let store = Arc::new(MemStore::default());
+    let o = import(&fs, &manifest("prefix: imports/\n"), Arc::clone(&store))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.errors, 0);
+    assert_eq!(*store.heads.lock().unwrap_or_else(|e| e.into_inner()), 0);
+
+    // The listing is what verification compares.
+    let store = Arc::new(MemStore {
+        misreported_key: Some("imports/d1/f040.dat".into()),
+        ..MemStore::default()
+    });
+    match import(&fs, &manifest("prefix: imports/\n"), store).await {
+        Err(ImportError::Verification { file, why }) => {
+            assert_eq!(file, "d1/f040.dat");
+            assert!(why.contains("ETag"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
