@@ -426,6 +426,20 @@ pub async fn run(
             rows.push(row);
             continue;
         }
+        // The unnamed stream is the file; alternate data streams (NTFS) are not imported, and
+        // each gets a row so the customer knows what stayed on the disk.
+        for stream in fs.streams(entry.id).unwrap_or_default() {
+            rows.push(LogRow {
+                time: now(),
+                file: format!("{file}:{stream}"),
+                status: RowStatus::Ignored,
+                key: String::new(),
+                md5: String::new(),
+                bytes: 0,
+                content_type: String::new(),
+                etag: String::new(),
+            });
+        }
         if utf8.is_some_and(|p| s3.is_ignored(p)) {
             row.status = RowStatus::Ignored;
             rows.push(row);
