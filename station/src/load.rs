@@ -27,6 +27,8 @@ pub enum LoadResult {
         log: String,
         /// Error rows.
         errors: u64,
+        /// Error rows by their Status and Code columns (`400 InvalidSubstitution`).
+        by_status: std::collections::BTreeMap<String, u64>,
     },
 }
 
@@ -206,9 +208,15 @@ pub async fn load_job(
     Ok(if outcome.errors == 0 {
         LoadResult::Complete { log }
     } else {
+        let mut by_status = std::collections::BTreeMap::new();
+        for row in outcome.rows.iter().filter(|r| r.status.is_error()) {
+            let (status, code) = row.status.columns();
+            *by_status.entry(format!("{status} {code}")).or_insert(0) += 1;
+        }
         LoadResult::SuccessWithErrors {
             log,
             errors: outcome.errors,
+            by_status,
         }
     })
 }

@@ -1130,7 +1130,12 @@ impl Worker {
                     &format!("job {} complete; log at {log}", job.job_id),
                 );
             }
-            Some(Ok(LoadResult::SuccessWithErrors { log, errors })) => {
+            Some(Ok(LoadResult::SuccessWithErrors {
+                log,
+                errors,
+                by_status,
+            })) => {
+                self.station.notifier().metrics.log_rows(&by_status);
                 self.record_result(&job.job_id, ProgressCode::SuccessWithErrors, errors);
                 self.transition(
                     RunState::Logging,

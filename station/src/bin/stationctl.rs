@@ -267,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{log}");
                     Ok(ExitCode::SUCCESS)
                 }
-                Ok(station::load::LoadResult::SuccessWithErrors { log, errors }) => {
+                Ok(station::load::LoadResult::SuccessWithErrors { log, errors, .. }) => {
                     println!("SuccessWithErrors: {errors} errors, see the log");
                     println!("{log}");
                     Ok(ExitCode::from(3))

@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     results: BTreeMap<String, u64>,
     /// Errors in job logs, by job kind.
     log_errors: BTreeMap<String, u64>,
+    /// Error rows in job logs, by the log's Status and Code (`508 ReadError`).
+    log_rows: BTreeMap<String, u64>,
     /// By outcome.
     pub(crate) erases: BTreeMap<String, u64>,
 }
@@ -43,6 +45,15 @@ impl Metrics {
             *c.files.entry(kind.to_owned()).or_default() += files;
             *c.results.entry(code.as_str().to_owned()).or_default() += 1;
             *c.log_errors.entry(kind.to_owned()).or_default() += errors;
+        });
+    }
+
+    /// A job's log had these error rows, by Status and Code.
+    pub fn log_rows(&self, by_status: &BTreeMap<String, u64>) {
+        self.with(|c| {
+            for (status, n) in by_status {
+                *c.log_rows.entry(status.clone()).or_default() += n;
+            }
         });
     }
 
@@ -108,6 +119,14 @@ pub fn render(station: &Station) -> String {
             "Errors written to job logs.",
             "kind",
             &c.log_errors,
+        );
+        family(
+            &mut out,
+            "station_log_error_rows_total",
+            "counter",
+            "Error rows written to job logs, by the log's Status and Code.",
+            "status",
+            &c.log_rows,
         );
         family(
             &mut out,
@@ -182,4 +201,23 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .context("metrics endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_error_rows_add_up_by_status() {
+        let metrics = Metrics::default();
+        let rows = BTreeMap::from([
+            ("400 InvalidSubstitution".to_owned(), 2),
+            ("508 ReadError".to_owned(), 1),
+        ]);
+        metrics.log_rows(&rows);
+        metrics.log_rows(&BTreeMap::from([("508 ReadError".to_owned(), 4)]));
+        let seen = metrics.with(|c| c.log_rows.clone());
+        assert_eq!(seen.get("400 InvalidSubstitution"), Some(&2));
+        assert_eq!(seen.get("508 ReadError"), Some(&5));
+    }
 }
