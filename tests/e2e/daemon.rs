@@ -631,7 +631,7 @@ fn kill_9_at_random_points_resumes_to_byte_exact_objects_and_an_erased_device() 
     // Nine kills at random moments, then three the moment the erase is running.
     while kills < 12 {
         let state = if kills < 9 {
-            let delay = 150 + next(&mut seed) % 900;
+            let delay = 100 + next(&mut seed) % 500;
             std::thread::sleep(Duration::from_millis(delay));
             format!("{}@{delay}ms", state_of(&dock))
         } else {

@@ -601,8 +601,10 @@ fn a_corrupt_directory_is_reported_and_the_rest_is_listed_with_exit_code_1() {
 
 /// The third-party TrueCrypt fixtures (`../shared/hw-fixtures/truecrypt`).
 fn truecrypt_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/hw-fixtures/truecrypt")
+    std::env::var_os("STATION_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/hw-fixtures"))
+        .join("truecrypt")
         .join(name)
 }
 
