@@ -150,7 +150,9 @@ mkntfs -F -Q -q -c 4096 -L Fragmented "$frag" >/dev/null 2>&1
 ntfs-3g "$frag" "$mnt"
 mounted=1
 mkdir "$mnt/fill"
-blob=$(seq 1 2000 | head -c 3999)
+# No pipe into head: under pipefail, seq dying of SIGPIPE would fail the script.
+blob=$(seq 1 2000)
+blob=${blob:0:3999}
 i=0
 # Builtins only (no process per file): fill the volume with 1-cluster files.
 while { echo "$blob" >"$mnt/fill/f$i"; } 2>/dev/null; do
