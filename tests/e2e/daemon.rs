@@ -187,10 +187,11 @@ impl Dock {
         aws(&format!("http://127.0.0.1:{}", self.moto_port), args)
     }
 
-    /// `aws importexport get-status` as the customer sees it.
-    fn get_status(&self, job_id: &str) -> serde_json::Value {
+    /// `aws importexport ARGS` as the customer runs it against the station; its JSON reply.
+    fn importexport(&self, args: &[&str]) -> serde_json::Value {
         let out = Command::new(venv().join("bin/aws"))
-            .args(["importexport", "get-status", "--job-id", job_id])
+            .arg("importexport")
+            .args(args)
             .args([
                 "--endpoint-url",
                 &format!("http://127.0.0.1:{}", self.api_port),
@@ -204,44 +205,30 @@ impl Dock {
             .unwrap_or_else(|e| panic!("aws importexport: {e}"));
         assert!(
             out.status.success(),
-            "get-status: {}",
+            "aws importexport {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `aws importexport get-status` as the customer sees it.
+    fn get_status(&self, job_id: &str) -> serde_json::Value {
+        self.importexport(&["get-status", "--job-id", job_id])
     }
 
     /// `aws importexport create-job` against the station: (job ID, SIGNATURE file contents).
     pub(crate) fn create_job(&self, manifest: &str) -> (String, String) {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, manifest).unwrap_or_else(|e| panic!("{e}"));
-        let out = Command::new(venv().join("bin/aws"))
-            .args([
-                "importexport",
-                "create-job",
-                "--job-type",
-                "Import",
-                "--manifest",
-            ])
-            .arg(format!("file://{}", path.display()))
-            .args([
-                "--no-validate-only",
-                "--endpoint-url",
-                &format!("http://127.0.0.1:{}", self.api_port),
-                "--region",
-                "us-east-1",
-            ])
-            .env("AWS_DATA_PATH", awscli_data_path())
-            .env("AWS_ACCESS_KEY_ID", &self.keys.0)
-            .env("AWS_SECRET_ACCESS_KEY", &self.keys.1)
-            .output()
-            .unwrap_or_else(|e| panic!("aws importexport: {e}"));
-        assert!(
-            out.status.success(),
-            "create-job: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let reply: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let manifest_arg = format!("file://{}", path.display());
+        let reply = self.importexport(&[
+            "create-job",
+            "--job-type",
+            "Import",
+            "--manifest",
+            &manifest_arg,
+            "--no-validate-only",
+        ]);
         let job = reply["JobId"]
             .as_str()
             .unwrap_or_else(|| panic!("{reply}"))
