@@ -11,9 +11,9 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::job_log::{self as log, LogRow, RowStatus};
 use crate::manifest::{JobManifest, Manifest};
-use crate::object_store::{ObjectHeaders, ObjectStore, ObjectStoreError};
-use crate::s3_import::log::{self, LogRow, RowStatus};
+use crate::object_store::{ObjectStore, ObjectStoreError};
 use crate::s3_import::Progress;
 use crate::snapshot_store::{SnapshotStore, SnapshotStoreError, BLOCK_BYTES};
 
@@ -310,14 +310,7 @@ pub async fn run(
         content_type: String::new(),
         etag: String::new(),
     };
-    let text = log::render(&[row]);
-    let text_md5: [u8; 16] = Md5::digest(text.as_bytes()).into();
-    let headers = ObjectHeaders {
-        content_type: Some("text/csv; charset=utf-8".into()),
-        ..ObjectHeaders::default()
-    };
-    objects
-        .put_object(&log_bucket, &log_key, text.into_bytes(), text_md5, &headers)
+    log::upload(objects, &log_bucket, &log_key, log::render(&[row]))
         .await
         .map_err(EbsError::Log)?;
     Ok(EbsOutcome {

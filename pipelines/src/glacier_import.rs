@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use drivers::source::ReadAt;
-use md5::{Digest as _, Md5};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::manifest::{JobManifest, Manifest};
-use crate::object_store::{ObjectHeaders, ObjectStore, ObjectStoreError};
+use crate::object_store::{ObjectStore, ObjectStoreError};
 use crate::s3_import::Progress;
 use crate::tree_hash::{self, Hash};
 use crate::vault_store::{Archive, VaultStore, VaultStoreError};
@@ -277,20 +276,14 @@ pub async fn run(
     let log_bucket = manifest.log_bucket().to_owned();
     let log_key = manifest.log_key(job_id);
     let text = glacier_log(
-        crate::s3_import::log::log_time(now()),
+        crate::job_log::log_time(now()),
         &name,
         &archive.location,
         size,
         &tree,
         &glacier.operation.archive_comment,
     );
-    let md5: [u8; 16] = Md5::digest(text.as_bytes()).into();
-    let headers = ObjectHeaders {
-        content_type: Some("text/csv; charset=utf-8".into()),
-        ..ObjectHeaders::default()
-    };
-    objects
-        .put_object(&log_bucket, &log_key, text.into_bytes(), md5, &headers)
+    crate::job_log::upload(objects, &log_bucket, &log_key, text)
         .await
         .map_err(GlacierError::Log)?;
     Ok(GlacierOutcome {

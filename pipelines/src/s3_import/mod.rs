@@ -4,7 +4,6 @@
 
 pub mod content_type;
 pub mod key;
-pub mod log;
 
 use std::sync::Arc;
 
@@ -15,10 +14,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use drivers::fs::walk::{walk, Limits, WalkEntry, WalkProblem};
 use drivers::fs::{EntryId, EntryKind, FileSystem, FsError, RawName};
 
+use crate::job_log::{self as log, LogRow, RowStatus};
 use crate::manifest::{JobManifest, Manifest, S3Import};
 use crate::object_store::{ObjectHeaders, ObjectInfo, ObjectStore, ObjectStoreError};
 use key::{object_key, KeyRejection};
-use log::{LogRow, RowStatus};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's largest object (the guide's "5 TB").
@@ -741,14 +740,7 @@ pub async fn run(
     let errors = rows.iter().filter(|r| r.status.is_error()).count() as u64;
     let log_bucket = manifest.log_bucket().to_owned();
     let log_key = manifest.log_key(job_id);
-    let text = log::render(&rows);
-    let md5: [u8; 16] = Md5::digest(text.as_bytes()).into();
-    let headers = ObjectHeaders {
-        content_type: Some("text/csv; charset=utf-8".into()),
-        ..ObjectHeaders::default()
-    };
-    store
-        .put_object(&log_bucket, &log_key, text.into_bytes(), md5, &headers)
+    log::upload(store.as_ref(), &log_bucket, &log_key, log::render(&rows))
         .await
         .map_err(ImportError::Log)?;
     Ok(Outcome {

@@ -1,5 +1,5 @@
-//! The guide's import log: a UTF-8 CSV, one row per file in walk order, and a closing line that
-//! reconciles the counts.
+//! The guide's job log, the same for imports and exports: a UTF-8 CSV, one row per file in the
+//! order the job handled them, and a closing line that reconciles the counts.
 
 use std::fmt::Write;
 
@@ -27,7 +27,7 @@ pub struct LogRow {
     pub etag: String,
 }
 
-/// The guide's log status codes used by imports.
+/// The guide's log status codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowStatus {
     /// 200 OK.
@@ -49,6 +49,39 @@ pub enum RowStatus {
     ReadError,
     /// 500 and the store's code: the upload failed after retries.
     UploadFailed(String),
+    /// 301 Remapped (export): the file went to the recovery directory, for the reason given.
+    Remapped(Remap),
+    /// 499 DiskFull (export): the device is full; nothing after this row was written.
+    DiskFull,
+    /// 508 UnableToWrite (export): the device could not be written, or what was written did
+    /// not read back as the object.
+    UnableToWrite,
+}
+
+/// Why an export put a file in the recovery directory (the Code of a 301 row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remap {
+    /// The key's name is invalid on the target filesystem.
+    InvalidFilename,
+    /// A name, or the whole path, is longer than the filesystem allows.
+    FilenameTooLong,
+    /// The key's path is taken (another key mapped to it, or a file sits where a directory
+    /// is needed).
+    MovedPermanently,
+    /// The directory can hold no more entries.
+    DirectoryFull,
+}
+
+impl Remap {
+    /// The Code column.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidFilename => "InvalidFilename",
+            Self::FilenameTooLong => "FilenameTooLong",
+            Self::MovedPermanently => "MovedPermanently",
+            Self::DirectoryFull => "DirectoryFull",
+        }
+    }
 }
 
 impl RowStatus {
@@ -64,6 +97,9 @@ impl RowStatus {
             Self::FileTooLarge => (413, "FileTooLarge"),
             Self::ReadError => (508, "ReadError"),
             Self::UploadFailed(code) => (500, code.as_str()),
+            Self::Remapped(why) => (301, why.code()),
+            Self::DiskFull => (499, "DiskFull"),
+            Self::UnableToWrite => (508, "UnableToWrite"),
         }
     }
 
@@ -96,6 +132,11 @@ fn csv_field(out: &mut String, field: &str) {
 /// The whole log: header, rows, and the closing line
 /// `# files=N ok=N errors=N ignored=N bytes=N`.
 pub fn render(rows: &[LogRow]) -> String {
+    render_with(rows, &[])
+}
+
+/// [`render`] with more closing lines (`# ` is put before each).
+pub fn render_with(rows: &[LogRow], trailer: &[String]) -> String {
     let mut out = String::from(HEADER);
     out.push_str("\r\n");
     let (mut ok, mut errors, mut ignored, mut bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -133,7 +174,33 @@ pub fn render(rows: &[LogRow]) -> String {
         "# files={} ok={ok} errors={errors} ignored={ignored} bytes={bytes}\r\n",
         rows.len()
     );
+    for line in trailer {
+        let _ = write!(out, "# {line}\r\n");
+    }
     out
+}
+
+/// Stores a rendered log at `bucket/key` as UTF-8 CSV.
+///
+/// # Errors
+///
+/// The store's error.
+pub async fn upload(
+    store: &dyn crate::object_store::ObjectStore,
+    bucket: &str,
+    key: &str,
+    text: String,
+) -> Result<(), crate::object_store::ObjectStoreError> {
+    use md5::{Digest, Md5};
+    let md5: [u8; 16] = Md5::digest(text.as_bytes()).into();
+    let headers = crate::object_store::ObjectHeaders {
+        content_type: Some("text/csv; charset=utf-8".into()),
+        ..Default::default()
+    };
+    store
+        .put_object(bucket, key, text.into_bytes(), md5, &headers)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
