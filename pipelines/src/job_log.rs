@@ -47,8 +47,8 @@ pub enum RowStatus {
     FileTooLarge,
     /// 508 ReadError: the device could not be read.
     ReadError,
-    /// 500 and the store's code: the upload failed after retries.
-    UploadFailed(String),
+    /// 500 and the store's code: a request to the store failed after retries.
+    StoreFailed(String),
     /// 301 Remapped (export): the file went to the recovery directory, for the reason given.
     Remapped(Remap),
     /// 499 DiskFull (export): the device is full; nothing after this row was written.
@@ -96,7 +96,7 @@ impl RowStatus {
             Self::AccessDenied => (403, "AccessDenied"),
             Self::FileTooLarge => (413, "FileTooLarge"),
             Self::ReadError => (508, "ReadError"),
-            Self::UploadFailed(code) => (500, code.as_str()),
+            Self::StoreFailed(code) => (500, code.as_str()),
             Self::Remapped(why) => (301, why.code()),
             Self::DiskFull => (499, "DiskFull"),
             Self::UnableToWrite => (508, "UnableToWrite"),

@@ -14,6 +14,7 @@ pub mod job_log;
 pub mod manifest;
 pub mod object_store;
 pub mod retry;
+pub mod s3_export;
 pub mod s3_import;
 pub mod signature;
 pub mod snapshot_store;

@@ -61,6 +61,19 @@ pub struct ListedObject {
     pub etag: String,
 }
 
+/// Bytes of an object, from a GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChunk {
+    /// The bytes.
+    pub body: bytes::Bytes,
+    /// The object's ETag, without quotes.
+    pub etag: String,
+    /// The object's Content-Type.
+    pub content_type: Option<String>,
+    /// The object's whole size.
+    pub size: u64,
+}
+
 /// A part a multipart upload already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPart {
@@ -164,6 +177,46 @@ pub trait ObjectStore: Send + Sync {
         })
     }
 
+    /// The objects of `bucket` whose keys start with `prefix` and sort after `start_after`
+    /// (excluded), in key order, stopping at `last` (included): what an export operation
+    /// covers. Only the current version of each key is listed.
+    fn list_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+        last: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
+        let _ = (start_after, last);
+        Box::pin(async move { Err(not_implemented("ListObjectsV2", bucket, prefix)) })
+    }
+
+    /// GET of the current version of an object: the whole of it, or `range` (first byte,
+    /// length). With `if_match`, an object whose ETag changed is refused
+    /// (`PreconditionFailed`).
+    fn get_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
+        let _ = (range, if_match);
+        Box::pin(async move { Err(not_implemented("GetObject", bucket, key)) })
+    }
+
+    /// HEAD of part `number` (from 1) of an object: the part's size and, for an object stored
+    /// by multipart upload, how many parts it has.
+    fn head_part<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        number: i32,
+    ) -> BoxFuture<'a, Result<(u64, Option<u32>), ObjectStoreError>> {
+        let _ = number;
+        Box::pin(async move { Err(not_implemented("HeadObject", bucket, key)) })
+    }
+
     /// The IDs of multipart uploads in progress for exactly `key`, oldest first.
     fn pending_uploads<'a>(
         &'a self,
@@ -223,6 +276,16 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
         key: key.to_owned(),
         code,
         message,
+    }
+}
+
+fn not_implemented(operation: &str, bucket: &str, key: &str) -> ObjectStoreError {
+    ObjectStoreError {
+        operation: operation.into(),
+        bucket: bucket.into(),
+        key: key.into(),
+        code: "NotImplemented".into(),
+        message: "this store cannot do that".into(),
     }
 }
 
@@ -461,6 +524,138 @@ impl ObjectStore for S3Store {
                     return Ok(objects);
                 }
             }
+        })
+    }
+
+    fn list_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+        last: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut objects = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+                    .set_start_after(start_after.map(str::to_owned))
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| error("ListObjectsV2", bucket, prefix, &e))?;
+                for o in out.contents() {
+                    let Some(key) = o.key() else { continue };
+                    if last.is_some_and(|last| key > last) {
+                        return Ok(objects);
+                    }
+                    objects.push(ListedObject {
+                        key: key.to_owned(),
+                        size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                        etag: unquote(o.e_tag()),
+                    });
+                }
+                token = out.next_continuation_token().map(str::to_owned);
+                if out.is_truncated() != Some(true) || token.is_none() {
+                    return Ok(objects);
+                }
+            }
+        })
+    }
+
+    fn get_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
+        Box::pin(async move {
+            let operation = match range {
+                Some((start, len)) => format!("GetObject bytes {start}+{len}"),
+                None => "GetObject".to_owned(),
+            };
+            let out = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .set_range(
+                    range
+                        .filter(|&(_, len)| len > 0)
+                        .map(|(start, len)| format!("bytes={start}-{}", start + len - 1)),
+                )
+                .set_if_match(if_match.map(|e| format!("\"{e}\"")))
+                .send()
+                .await
+                .map_err(|e| error(operation.as_str(), bucket, key, &e))?;
+            let etag = unquote(out.e_tag());
+            let content_type = out.content_type().map(str::to_owned);
+            // Content-Range `bytes a-b/size` carries the whole size of a ranged answer.
+            let size = out
+                .content_range()
+                .and_then(|r| r.rsplit('/').next())
+                .and_then(|n| n.parse().ok())
+                .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
+                .unwrap_or(0);
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| ObjectStoreError {
+                    operation: operation.clone(),
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    code: "Network".into(),
+                    message: e.to_string(),
+                })?
+                .into_bytes();
+            if let Some((_, len)) = range.filter(|&(_, len)| len > 0) {
+                if body.len() as u64 != len {
+                    return Err(ObjectStoreError {
+                        operation,
+                        bucket: bucket.into(),
+                        key: key.into(),
+                        code: "IncompleteBody".into(),
+                        message: format!("{} bytes came, {len} were asked for", body.len()),
+                    });
+                }
+            }
+            Ok(ObjectChunk {
+                body,
+                etag,
+                content_type,
+                size,
+            })
+        })
+    }
+
+    fn head_part<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        number: i32,
+    ) -> BoxFuture<'a, Result<(u64, Option<u32>), ObjectStoreError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .part_number(number)
+                .send()
+                .await
+                .map_err(|e| error(format!("HeadObject part {number}"), bucket, key, &e))?;
+            let size = out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0);
+            let parts = out.parts_count().and_then(|n| u32::try_from(n).ok());
+            Ok((size, parts))
         })
     }
 

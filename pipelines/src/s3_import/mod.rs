@@ -671,7 +671,7 @@ pub async fn run(
                 }
                 Ok((_, Err(e))) => failure = failure.or(Some(failure_status(&e))),
                 Err(_) => {
-                    failure = failure.or(Some(RowStatus::UploadFailed("InternalError".into())))
+                    failure = failure.or(Some(RowStatus::StoreFailed("InternalError".into())))
                 }
             }
         }
@@ -731,7 +731,7 @@ pub async fn run(
                     Err(e) => rows[p.row].status = failure_status(&e),
                 }
             }
-            Err(_) => rows[p.row].status = RowStatus::UploadFailed("InternalError".into()),
+            Err(_) => rows[p.row].status = RowStatus::StoreFailed("InternalError".into()),
         }
     }
 
@@ -823,7 +823,7 @@ fn failure_status(e: &ObjectStoreError) -> RowStatus {
     if e.code == "AccessDenied" {
         RowStatus::AccessDenied
     } else {
-        RowStatus::UploadFailed(e.code.clone())
+        RowStatus::StoreFailed(e.code.clone())
     }
 }
 

@@ -1,0 +1,782 @@
+//! The S3 export pipeline: the objects an export manifest names, written as files under a
+//! directory (the root of the filesystem `station` formatted and mounted on the customer's
+//! device), in the guide's strict order, re-read and compared with the store, with the guide's
+//! CSV log.
+//!
+//! Order: operations in manifest order, keys in alphabetical (byte) order within each. Objects
+//! download in parallel (ranged GETs of `CHUNK` bytes within the memory cap), but the device
+//! ends up holding a prefix of that order: when it fills, files after the first one that did
+//! not fit are removed again and that one is retried alone; if it still does not fit it gets
+//! 499 DiskFull and the export stops there. The log's closing lines name the last key
+//! exported, the `beginMarker` of the next job.
+
+pub mod names;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use md5::{Digest, Md5};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::job_log::{self as log, LogRow, Remap, RowStatus};
+use crate::manifest::{JobManifest, Manifest, S3Export};
+use crate::object_store::{ListedObject, ObjectStore, ObjectStoreError};
+use crate::s3_import::Progress;
+use names::{PathPlanner, Placement};
+
+const MIB: u64 = 1024 * 1024;
+/// The bytes of one ranged GET (and one positional write).
+const CHUNK: u64 = 8 * MIB;
+/// The unit the memory cap is counted in.
+const PERMIT_BYTES: u64 = 64 * 1024;
+/// The size of each read when files are re-read.
+const REREAD_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Limits of one export.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The most bytes of object data held in memory at once.
+    pub memory_cap: u64,
+    /// The most GET requests in flight at once.
+    pub concurrency: usize,
+    /// The largest file the target filesystem holds (larger objects get 413 FileTooLarge).
+    pub max_file_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            memory_cap: 512 * MIB,
+            concurrency: 16,
+            max_file_size: 16 * 1024 * 1024 * MIB - 4096,
+        }
+    }
+}
+
+/// The result of an export that ran to its end.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// One row per object, in export order.
+    pub rows: Vec<LogRow>,
+    /// Rows that are errors (everything but 200 OK).
+    pub errors: u64,
+    /// The device filled up: objects after the 499 row were not exported.
+    pub disk_full: bool,
+    /// `bucket/key` of the last object written to the device, in export order.
+    pub last_exported: Option<String>,
+    /// Where the log went.
+    pub log_bucket: String,
+    /// Its key.
+    pub log_key: String,
+}
+
+/// An export that could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The manifest is not an S3 export's.
+    #[error("the manifest describes a {0} job, not an S3 export")]
+    WrongKind(&'static str),
+    /// A bucket could not be listed (after retries).
+    #[error("cannot list the objects of operations[{operation}]: {source}")]
+    List {
+        /// The operation's index in the manifest.
+        operation: usize,
+        /// The store's error.
+        source: ObjectStoreError,
+    },
+    /// The directory the files go to cannot be used.
+    #[error("{path}: the export's root directory cannot be used: {source}")]
+    Root {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The log could not be stored.
+    #[error("the log could not be uploaded: {0}")]
+    Log(ObjectStoreError),
+}
+
+/// One object to export, and what became of it.
+#[derive(Debug, Clone)]
+struct Item {
+    bucket: String,
+    object: ListedObject,
+    placement: Placement,
+    row: LogRow,
+}
+
+/// What writing one object gave.
+#[derive(Debug)]
+enum Written {
+    /// The file holds the object: its Content-Type and ETag (from the GETs).
+    Done { content_type: String, etag: String },
+    /// The filesystem refused the path: the object goes to the recovery directory.
+    Refused(Remap),
+    /// The device is full.
+    NoSpace,
+    /// A row status that ends this object (403, 413, 508, a store error).
+    Failed(RowStatus),
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Runs the export of `manifest` for `job_id` into `root`: lists, plans, downloads, verifies
+/// and stores the log.
+///
+/// # Errors
+///
+/// The manifest is not an S3 export's, a bucket cannot be listed, the root is unusable, or
+/// the log cannot be stored. Object-level problems are log rows, not errors.
+pub async fn run(
+    root: &Path,
+    manifest: &Manifest,
+    job_id: &str,
+    store: Arc<dyn ObjectStore>,
+    progress: &dyn Progress,
+    options: Options,
+) -> Result<Outcome, ExportError> {
+    let JobManifest::S3Export(export) = &manifest.job else {
+        return Err(ExportError::WrongKind(manifest.kind().as_str()));
+    };
+    fs::metadata(root).map_err(|source| ExportError::Root {
+        path: root.to_owned(),
+        source,
+    })?;
+    let planner = Mutex::new(PathPlanner::new(
+        export.file_system,
+        &export.recovery_directory,
+    ));
+    let mut items = plan(export, store.as_ref(), &planner, &options).await?;
+    progress.planned(
+        items.len() as u64,
+        items.iter().map(|i| i.object.size).sum(),
+    );
+
+    let ctx = Arc::new(Context {
+        root: root.to_owned(),
+        store,
+        memory: Arc::new(Semaphore::new(permits(options.memory_cap.max(CHUNK)))),
+        requests: Arc::new(Semaphore::new(options.concurrency.max(1))),
+    });
+    let mut disk_full = false;
+    let mut start = 0;
+    let mut width = options.concurrency.max(1);
+    while start < items.len() {
+        let (done, no_space) =
+            write_window(&ctx, &mut items[start..], width, &planner, progress).await;
+        match no_space {
+            None => break,
+            Some(at) if width == 1 => {
+                let at = start + at;
+                items[at].row.status = RowStatus::DiskFull;
+                items[at].row.file.clear();
+                items.truncate(at + 1);
+                disk_full = true;
+                break;
+            }
+            Some(at) => {
+                // Undo what was written after the first object that did not fit, and go on
+                // one object at a time from there: nothing later may take its place.
+                for item in &mut items[start + at..start + done] {
+                    remove_written(root, item);
+                }
+                start += at;
+                width = 1;
+            }
+        }
+    }
+
+    verify(&ctx, &mut items).await;
+
+    let rows: Vec<LogRow> = items.into_iter().map(|i| i.row).collect();
+    let errors = rows.iter().filter(|r| r.status != RowStatus::Ok).count() as u64;
+    let last_exported = rows
+        .iter()
+        .rev()
+        .find(|r| matches!(r.status, RowStatus::Ok | RowStatus::Remapped(_)))
+        .map(|r| r.key.clone());
+    let mut trailer = Vec::new();
+    if let Some(last) = &last_exported {
+        trailer.push(format!("last-exported={last}"));
+    }
+    if disk_full {
+        trailer.push(match &last_exported {
+            Some(last) => format!(
+                "DiskFull: the device is full; export the rest with a new job whose operation \
+                 starts with beginMarker after {last}"
+            ),
+            None => "DiskFull: the device is full; nothing was exported".to_owned(),
+        });
+    }
+    let log_bucket = manifest.log_bucket().to_owned();
+    let log_key = manifest.log_key(job_id);
+    log::upload(
+        ctx.store.as_ref(),
+        &log_bucket,
+        &log_key,
+        log::render_with(&rows, &trailer),
+    )
+    .await
+    .map_err(ExportError::Log)?;
+    Ok(Outcome {
+        rows,
+        errors,
+        disk_full,
+        last_exported,
+        log_bucket,
+        log_key,
+    })
+}
+
+/// Lists every operation and places each object, in export order.
+async fn plan(
+    export: &S3Export,
+    store: &dyn ObjectStore,
+    planner: &Mutex<PathPlanner>,
+    options: &Options,
+) -> Result<Vec<Item>, ExportError> {
+    let mut items = Vec::new();
+    for (i, op) in export.operations.iter().enumerate() {
+        let prefix = op.prefix.as_deref().unwrap_or("");
+        // A beginMarker before the prefix would list keys the prefix excludes anyway.
+        let listed = store
+            .list_range(
+                &op.export_bucket,
+                prefix,
+                op.begin_marker.as_deref(),
+                op.end_marker.as_deref(),
+            )
+            .await
+            .map_err(|source| ExportError::List {
+                operation: i,
+                source,
+            })?;
+        for object in listed {
+            let in_range = object.key.starts_with(prefix)
+                && op
+                    .begin_marker
+                    .as_deref()
+                    .is_none_or(|b| object.key.as_str() > b)
+                && op
+                    .end_marker
+                    .as_deref()
+                    .is_none_or(|e| object.key.as_str() <= e);
+            if !in_range {
+                continue;
+            }
+            let placement =
+                lock(planner).place(&op.target_directory, &object.key, &export.substitutions);
+            let mut row = LogRow {
+                time: now(),
+                file: String::new(),
+                status: RowStatus::Ok,
+                key: format!("{}/{}", op.export_bucket, object.key),
+                md5: String::new(),
+                bytes: object.size,
+                content_type: String::new(),
+                etag: object.etag.clone(),
+            };
+            match &placement {
+                Placement::File(path) | Placement::Directory(path) => row.file = path.clone(),
+                Placement::Remapped(path, why) => {
+                    row.file = path.clone();
+                    row.status = RowStatus::Remapped(*why);
+                }
+                Placement::InvalidSubstitution => row.status = RowStatus::InvalidSubstitution,
+                Placement::RecoveryFull => row.status = RowStatus::DiskFull,
+            }
+            if object.size > options.max_file_size && row.status.is_writable() {
+                row.status = RowStatus::FileTooLarge;
+                row.file.clear();
+            }
+            items.push(Item {
+                bucket: op.export_bucket.clone(),
+                object,
+                placement,
+                row,
+            });
+        }
+    }
+    Ok(items)
+}
+
+impl RowStatus {
+    /// Whether a planned row still leads to a file on the device.
+    fn is_writable(&self) -> bool {
+        matches!(self, Self::Ok | Self::Remapped(_))
+    }
+}
+
+fn lock(planner: &Mutex<PathPlanner>) -> std::sync::MutexGuard<'_, PathPlanner> {
+    planner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Context {
+    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    memory: Arc<Semaphore>,
+    requests: Arc<Semaphore>,
+}
+
+fn permits(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(usize::MAX >> 4)
+}
+
+/// The absolute path of `relative` (`/`-separated, planned by [`PathPlanner`]).
+fn absolute(root: &Path, relative: &str) -> PathBuf {
+    let mut path = root.to_owned();
+    path.extend(relative.split('/'));
+    path
+}
+
+/// Writes `items` in order, `width` objects at a time. Returns how many were started and,
+/// when the device filled, the index of the first object that found no space (objects
+/// after it are not started; those already running finish).
+async fn write_window(
+    ctx: &Arc<Context>,
+    items: &mut [Item],
+    width: usize,
+    planner: &Mutex<PathPlanner>,
+    progress: &dyn Progress,
+) -> (usize, Option<usize>) {
+    let mut running: JoinSet<(usize, Written)> = JoinSet::new();
+    let mut next = 0;
+    let mut no_space: Option<usize> = None;
+    loop {
+        while no_space.is_none() && running.len() < width && next < items.len() {
+            let item = &items[next];
+            if item.row.status.is_writable() {
+                let target = item.row.file.clone();
+                progress.file(&target);
+                let ctx = Arc::clone(ctx);
+                let (bucket, key, size) = (
+                    item.bucket.clone(),
+                    item.object.key.clone(),
+                    item.object.size,
+                );
+                let directory = matches!(item.placement, Placement::Directory(_));
+                let index = next;
+                running.spawn(async move {
+                    let written = if directory {
+                        make_directory(&ctx.root, &target)
+                    } else {
+                        write_object(&ctx, &bucket, &key, size, &target).await
+                    };
+                    (index, written)
+                });
+            }
+            next += 1;
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (index, written) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "an export task failed");
+                continue;
+            }
+        };
+        let item = &mut items[index];
+        item.row.time = now();
+        match written {
+            Written::Done { content_type, etag } => {
+                progress.bytes(item.object.size);
+                item.row.content_type = content_type;
+                item.row.etag = etag;
+            }
+            Written::Refused(why) => {
+                // The filesystem refused the planned path: the recovery directory, once.
+                let placement = lock(planner).remap(why);
+                match &placement {
+                    Placement::Remapped(path, _) => {
+                        item.row.file = path.clone();
+                        item.row.status = RowStatus::Remapped(why);
+                        let ctx = Arc::clone(ctx);
+                        let (bucket, key, size, target) = (
+                            item.bucket.clone(),
+                            item.object.key.clone(),
+                            item.object.size,
+                            path.clone(),
+                        );
+                        running.spawn(async move {
+                            let written = match write_object(&ctx, &bucket, &key, size, &target)
+                                .await
+                            {
+                                Written::Refused(_) => Written::Failed(RowStatus::UnableToWrite),
+                                other => other,
+                            };
+                            (index, written)
+                        });
+                    }
+                    _ => item.row.status = RowStatus::DiskFull,
+                }
+                item.placement = placement;
+            }
+            Written::NoSpace => {
+                no_space = Some(no_space.map_or(index, |n| n.min(index)));
+            }
+            Written::Failed(status) => {
+                item.row.status = status;
+                item.row.file.clear();
+            }
+        }
+    }
+    (next, no_space)
+}
+
+/// Removes the file (or leaves the directory) an item wrote, so a later retry starts clean.
+fn remove_written(root: &Path, item: &mut Item) {
+    if !item.row.file.is_empty() && !matches!(item.placement, Placement::Directory(_)) {
+        let _ = fs::remove_file(absolute(root, &item.row.file));
+    }
+}
+
+fn make_directory(root: &Path, target: &str) -> Written {
+    match fs::create_dir_all(absolute(root, target)) {
+        Ok(()) => Written::Done {
+            content_type: String::new(),
+            etag: String::new(),
+        },
+        Err(e) => write_failure(root, &e, true),
+    }
+}
+
+/// What a failed create or write means for the object.
+fn write_failure(root: &Path, e: &io::Error, creating: bool) -> Written {
+    use rustix::io::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    match errno {
+        Some(Errno::NOSPC | Errno::DQUOT) => {
+            // A directory can be full while the filesystem is not (ext4's hashed directories
+            // have a limit); then only that directory is full.
+            if creating && has_space(root) {
+                Written::Refused(Remap::DirectoryFull)
+            } else {
+                Written::NoSpace
+            }
+        }
+        Some(Errno::MLINK) => Written::Refused(Remap::DirectoryFull),
+        Some(Errno::NAMETOOLONG) => Written::Refused(Remap::FilenameTooLong),
+        Some(Errno::INVAL | Errno::ILSEQ) if creating => Written::Refused(Remap::InvalidFilename),
+        Some(Errno::EXIST | Errno::NOTDIR | Errno::ISDIR) if creating => {
+            Written::Refused(Remap::MovedPermanently)
+        }
+        Some(Errno::FBIG) => Written::Failed(RowStatus::FileTooLarge),
+        _ => {
+            tracing::warn!(error = %e, "cannot write to the export device");
+            Written::Failed(RowStatus::UnableToWrite)
+        }
+    }
+}
+
+/// Whether the filesystem under `root` still has free blocks and inodes.
+fn has_space(root: &Path) -> bool {
+    rustix::fs::statvfs(root).is_ok_and(|s| s.f_bavail > 0 && s.f_favail > 0)
+}
+
+fn store_failure(e: &ObjectStoreError) -> RowStatus {
+    if e.code == "AccessDenied" || e.code == "Forbidden" {
+        RowStatus::AccessDenied
+    } else {
+        RowStatus::StoreFailed(e.code.clone())
+    }
+}
+
+/// Downloads one object into `target` (relative to the root): the first chunk alone (it
+/// brings the ETag every later range must match), then the other chunks side by side.
+async fn write_object(
+    ctx: &Arc<Context>,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    target: &str,
+) -> Written {
+    let path = absolute(&ctx.root, target);
+    let file = match create_file(&path) {
+        Ok(file) => Arc::new(file),
+        Err(e) => return write_failure(&ctx.root, &e, true),
+    };
+    let written = download(ctx, bucket, key, size, &file).await;
+    let written = match written {
+        Written::Done { .. } => match file.sync_all() {
+            Ok(()) => written,
+            Err(e) => write_failure(&ctx.root, &e, false),
+        },
+        other => other,
+    };
+    if !matches!(written, Written::Done { .. }) {
+        let _ = fs::remove_file(&path);
+    }
+    written
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+async fn download(
+    ctx: &Arc<Context>,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    file: &Arc<File>,
+) -> Written {
+    let first_len = size.min(CHUNK);
+    let first = match fetch(ctx, bucket, key, 0, first_len, None).await {
+        Ok(chunk) => chunk,
+        Err(status) => return Written::Failed(status),
+    };
+    let etag = first.etag.clone();
+    let content_type = first.content_type.clone().unwrap_or_default();
+    // The listing's size can be older than the object the GET found.
+    let size = first.size;
+    if let Err(e) = write_at(file, 0, first.body).await {
+        return write_failure(&ctx.root, &e, false);
+    }
+    let mut ranges = JoinSet::new();
+    let mut offset = first_len;
+    while offset < size {
+        let len = CHUNK.min(size - offset);
+        let ctx = Arc::clone(ctx);
+        let (bucket, key, etag, file) = (
+            bucket.to_owned(),
+            key.to_owned(),
+            etag.clone(),
+            Arc::clone(file),
+        );
+        ranges.spawn(async move {
+            let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag))
+                .await
+                .map_err(Written::Failed)?;
+            write_at(&file, offset, chunk.body)
+                .await
+                .map_err(|e| write_failure(&ctx.root, &e, false))
+        });
+        offset += len;
+    }
+    let mut failure = None;
+    while let Some(joined) = ranges.join_next().await {
+        let result = joined.unwrap_or(Err(Written::Failed(RowStatus::UnableToWrite)));
+        if let Err(w) = result {
+            // No space outranks any other failure: the export must stop here.
+            if failure.is_none() || matches!(w, Written::NoSpace) {
+                failure = Some(w);
+            }
+            ranges.abort_all();
+        }
+    }
+    failure.unwrap_or(Written::Done { content_type, etag })
+}
+
+/// One GET, within the memory cap and the request limit.
+async fn fetch(
+    ctx: &Context,
+    bucket: &str,
+    key: &str,
+    offset: u64,
+    len: u64,
+    if_match: Option<&str>,
+) -> Result<OwnedChunk, RowStatus> {
+    let want = u32::try_from(permits(len.max(1))).unwrap_or(u32::MAX);
+    let _memory = Arc::clone(&ctx.memory)
+        .acquire_many_owned(want)
+        .await
+        .map_err(|_| RowStatus::UnableToWrite)?;
+    let _request = ctx
+        .requests
+        .acquire()
+        .await
+        .map_err(|_| RowStatus::UnableToWrite)?;
+    let range = (len > 0).then_some((offset, len));
+    let chunk = ctx
+        .store
+        .get_object(bucket, key, range, if_match)
+        .await
+        .map_err(|e| store_failure(&e))?;
+    Ok(OwnedChunk {
+        body: chunk.body,
+        etag: chunk.etag,
+        content_type: chunk.content_type,
+        size: chunk.size,
+        _memory,
+    })
+}
+
+/// A chunk and the memory permits it holds until it is written.
+struct OwnedChunk {
+    body: bytes::Bytes,
+    etag: String,
+    content_type: Option<String>,
+    size: u64,
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn write_at(file: &Arc<File>, offset: u64, body: bytes::Bytes) -> io::Result<()> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || file.write_all_at(&body, offset))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// Re-reads every written file from the device and compares its MD5 with the object's ETag
+/// (a single-part ETag is the MD5; a multipart one is the MD5 of the parts' MD5s, `-N`). A
+/// file that differs is removed and gets 508 UnableToWrite.
+async fn verify(ctx: &Arc<Context>, items: &mut [Item]) {
+    let mut checks = JoinSet::new();
+    let threads = Arc::new(Semaphore::new(4));
+    for (index, item) in items.iter().enumerate() {
+        if !item.row.status.is_writable() || matches!(item.placement, Placement::Directory(_)) {
+            continue;
+        }
+        let ctx = Arc::clone(ctx);
+        let threads = Arc::clone(&threads);
+        let (bucket, key, etag, file) = (
+            item.bucket.clone(),
+            item.object.key.clone(),
+            item.row.etag.clone(),
+            absolute(&ctx.root, &item.row.file),
+        );
+        checks.spawn(async move {
+            let _thread = threads.acquire_owned().await;
+            (index, check(&ctx, &bucket, &key, &etag, file).await)
+        });
+    }
+    while let Some(joined) = checks.join_next().await {
+        let Ok((index, result)) = joined else {
+            continue;
+        };
+        let item = &mut items[index];
+        match result {
+            Ok(md5) => item.row.md5 = md5,
+            Err(why) => {
+                tracing::warn!(key = %item.row.key, file = %item.row.file, why, "export verification failed");
+                let _ = fs::remove_file(absolute(&ctx.root, &item.row.file));
+                item.row.status = RowStatus::UnableToWrite;
+                item.row.file.clear();
+            }
+        }
+    }
+}
+
+/// The file's MD5 (hex) when it matches the object's ETag.
+async fn check(
+    ctx: &Context,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    file: PathBuf,
+) -> Result<String, String> {
+    let Some((_, parts)) = etag.split_once('-') else {
+        let (md5, _) = reread(file, None).await?;
+        return if md5 == etag.to_ascii_lowercase() {
+            Ok(md5)
+        } else {
+            Err(format!(
+                "the file's MD5 {md5} is not the object's ETag {etag}"
+            ))
+        };
+    };
+    let parts: u64 = parts
+        .parse()
+        .map_err(|_| format!("the object's ETag {etag} is not an S3 ETag"))?;
+    // Parts are most often all of one size but the last: try that first, then ask each.
+    let (first, _) = ctx
+        .store
+        .head_part(bucket, key, 1)
+        .await
+        .map_err(|e| format!("cannot learn the object's part size: {e}"))?;
+    let uniform = vec![first; usize::try_from(parts).unwrap_or(0).saturating_sub(1)];
+    let (md5, composite) = reread(file.clone(), Some(uniform)).await?;
+    if composite.as_deref() == Some(etag) {
+        return Ok(md5);
+    }
+    let mut sizes = Vec::new();
+    for number in 1..parts {
+        let n = i32::try_from(number).map_err(|_| "too many parts".to_owned())?;
+        let (size, _) = ctx
+            .store
+            .head_part(bucket, key, n)
+            .await
+            .map_err(|e| format!("cannot learn the size of part {n}: {e}"))?;
+        sizes.push(size);
+    }
+    let (md5, composite) = reread(file, Some(sizes)).await?;
+    match composite {
+        Some(c) if c == etag => Ok(md5),
+        c => Err(format!(
+            "the file's parts give the ETag {}, the object's is {etag}",
+            c.unwrap_or_default()
+        )),
+    }
+}
+
+/// Reads `file` from the device (its cached pages dropped first) and returns its MD5 and,
+/// with `parts` (the sizes of every part but the last), the multipart ETag they give.
+async fn reread(
+    file: PathBuf,
+    parts: Option<Vec<u64>>,
+) -> Result<(String, Option<String>), String> {
+    tokio::task::spawn_blocking(move || reread_blocking(&file, parts.as_deref()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot re-read the file: {e}"))
+}
+
+fn reread_blocking(path: &Path, parts: Option<&[u64]>) -> io::Result<(String, Option<String>)> {
+    let mut file = File::open(path)?;
+    // Written pages are clean after the fsync; dropping them makes the read reach the device.
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    let mut whole = Md5::new();
+    let mut part = Md5::new();
+    let mut part_md5s: Vec<u8> = Vec::new();
+    let mut bounds = parts.unwrap_or(&[]).iter().copied();
+    let mut part_left = bounds.next();
+    let mut buf = vec![0u8; REREAD_CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buf[..n]);
+        let mut data = &buf[..n];
+        while let Some(left) = part_left {
+            let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+            part.update(&data[..take]);
+            data = &data[take..];
+            let left = left - take as u64;
+            if left > 0 {
+                part_left = Some(left);
+                break;
+            }
+            part_md5s.extend_from_slice(&part.finalize_reset());
+            part_left = bounds.next();
+        }
+        if part_left.is_none() {
+            part.update(data);
+        }
+    }
+    let composite = parts.map(|p| {
+        part_md5s.extend_from_slice(&part.finalize());
+        format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), p.len() + 1)
+    });
+    Ok((hex::encode(whole.finalize()), composite))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,449 @@
+//! The export pipeline on an in-memory store, writing into a temporary directory.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::*;
+use crate::manifest::{self, JobType, Rules};
+use crate::object_store::{BoxFuture, ObjectChunk, ObjectHeaders, StoredPart};
+use crate::s3_import::NoProgress;
+
+/// An object: its bytes and the sizes of the parts it was uploaded in (one part: a plain PUT).
+struct MemObject {
+    body: Vec<u8>,
+    parts: Vec<usize>,
+}
+
+impl MemObject {
+    fn etag(&self) -> String {
+        if self.parts.len() == 1 {
+            return hex::encode(Md5::digest(&self.body));
+        }
+        let mut md5s = Vec::new();
+        let mut at = 0;
+        for &n in &self.parts {
+            md5s.extend_from_slice(&Md5::digest(&self.body[at..at + n]));
+            at += n;
+        }
+        format!("{}-{}", hex::encode(Md5::digest(&md5s)), self.parts.len())
+    }
+}
+
+#[derive(Default)]
+struct MemStore {
+    objects: Mutex<BTreeMap<(String, String), MemObject>>,
+    deny: Option<String>,
+    /// A key whose GETs return one flipped byte.
+    corrupt: Option<String>,
+}
+
+impl MemStore {
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>, parts: Vec<usize>) {
+        let parts = if parts.is_empty() {
+            vec![body.len()]
+        } else {
+            parts
+        };
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((bucket.into(), key.into()), MemObject { body, parts });
+    }
+
+    fn body(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .map(|o| o.body.clone())
+    }
+}
+
+fn unsupported(op: &str) -> ObjectStoreError {
+    ObjectStoreError {
+        operation: op.into(),
+        bucket: String::new(),
+        key: String::new(),
+        code: "NotImplemented".into(),
+        message: String::new(),
+    }
+}
+
+impl ObjectStore for MemStore {
+    fn put_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        body: Vec<u8>,
+        _: [u8; 16],
+        _: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async move {
+            let etag = hex::encode(Md5::digest(&body));
+            self.put(bucket, key, body, Vec::new());
+            Ok(etag)
+        })
+    }
+    fn create_multipart<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async { Err(unsupported("CreateMultipartUpload")) })
+    }
+    fn upload_part<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+        _: i32,
+        _: Vec<u8>,
+        _: [u8; 16],
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async { Err(unsupported("UploadPart")) })
+    }
+    fn complete_multipart<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+        _: Vec<(i32, String)>,
+    ) -> BoxFuture<'a, Result<String, ObjectStoreError>> {
+        Box::pin(async { Err(unsupported("CompleteMultipartUpload")) })
+    }
+    fn abort_multipart<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(), ObjectStoreError>> {
+        Box::pin(async { Err(unsupported("AbortMultipartUpload")) })
+    }
+    fn head_object<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::object_store::ObjectInfo>, ObjectStoreError>> {
+        Box::pin(async { Err(unsupported("HeadObject")) })
+    }
+    fn list_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+        last: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
+        Box::pin(async move {
+            let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(objects
+                .iter()
+                .filter(|((b, k), _)| {
+                    b == bucket
+                        && k.starts_with(prefix)
+                        && start_after.is_none_or(|s| k.as_str() > s)
+                        && last.is_none_or(|l| k.as_str() <= l)
+                })
+                .map(|((_, k), o)| ListedObject {
+                    key: k.clone(),
+                    size: o.body.len() as u64,
+                    etag: o.etag(),
+                })
+                .collect())
+        })
+    }
+    fn get_object<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
+        Box::pin(async move {
+            let err = |code: &str| ObjectStoreError {
+                operation: "GetObject".into(),
+                bucket: bucket.into(),
+                key: key.into(),
+                code: code.into(),
+                message: String::new(),
+            };
+            if self.deny.as_deref() == Some(key) {
+                return Err(err("AccessDenied"));
+            }
+            let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            let o = objects
+                .get(&(bucket.to_owned(), key.to_owned()))
+                .ok_or_else(|| err("NoSuchKey"))?;
+            if if_match.is_some_and(|e| e != o.etag()) {
+                return Err(err("PreconditionFailed"));
+            }
+            let (start, len) = range.unwrap_or((0, o.body.len() as u64));
+            let (start, len) = (start as usize, len as usize);
+            let mut body = o.body[start..start + len].to_vec();
+            if self.corrupt.as_deref() == Some(key) && !body.is_empty() {
+                body[0] ^= 1;
+            }
+            Ok(ObjectChunk {
+                body: body.into(),
+                etag: o.etag(),
+                content_type: Some("application/octet-stream".into()),
+                size: o.body.len() as u64,
+            })
+        })
+    }
+    fn head_part<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        number: i32,
+    ) -> BoxFuture<'a, Result<(u64, Option<u32>), ObjectStoreError>> {
+        Box::pin(async move {
+            let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            let o = objects
+                .get(&(bucket.to_owned(), key.to_owned()))
+                .ok_or_else(|| unsupported("HeadObject"))?;
+            let size = o.parts[usize::try_from(number - 1).unwrap_or(0)];
+            Ok((size as u64, Some(o.parts.len() as u32)))
+        })
+    }
+    fn pending_uploads<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ObjectStoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn list_parts<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredPart>, ObjectStoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+fn manifest(body: &str) -> Manifest {
+    let text = format!(
+        "manifestVersion: 2.0\ndeviceId: ABCDE\nnotificationEmail: jane@example.net\nlogBucket: logs\nlogPrefix: l/\ntrueCryptPassword: pass-word-1\n{body}\
+         returnAddress:\n  name: Jane Roe\n  street1: 123 Any Street\n  city: Anytown\n  \
+         stateOrProvince: WA\n  postalCode: 91011-1111\n  phoneNumber: 206-555-1111\n  \
+         country: USA\n"
+    );
+    match manifest::parse(text.as_bytes(), JobType::Export, &Rules::default()) {
+        Ok(m) => m,
+        Err(e) => panic!("manifest: {e:?}"),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn export(store: Arc<MemStore>, m: &Manifest, root: &Path) -> Outcome {
+    let options = Options {
+        memory_cap: 32 * MIB,
+        concurrency: 4,
+        ..Options::default()
+    };
+    match run(root, m, "TSTDB", store, &NoProgress, options).await {
+        Ok(o) => o,
+        Err(e) => panic!("export: {e}"),
+    }
+}
+
+fn statuses(o: &Outcome) -> Vec<(String, u16, String, String)> {
+    o.rows
+        .iter()
+        .map(|r| {
+            let (status, code) = r.status.columns();
+            (r.file.clone(), status, code.to_owned(), r.key.clone())
+        })
+        .collect()
+}
+
+fn row(file: &str, status: u16, code: &str, key: &str) -> (String, u16, String, String) {
+    (file.into(), status, code.into(), key.into())
+}
+
+#[tokio::test]
+async fn tstdb_order_markers_targets_and_multipart_verification() {
+    let store = Arc::new(MemStore::default());
+    let big = pattern((2 * CHUNK + 12_345) as usize, 7);
+    // Uploaded in parts of unequal size: the uniform guess fails and each part is asked for.
+    store.put(
+        "myawsbucket",
+        "images/chewie.gif",
+        big.clone(),
+        vec![6 << 20, 9 << 20, big.len() - (15 << 20)],
+    );
+    store.put(
+        "myawsbucket",
+        "images/wookie1.jpg",
+        pattern(4510, 1),
+        Vec::new(),
+    );
+    store.put(
+        "myawsbucket",
+        "images/resources/chewie.psd",
+        pattern(9_245, 2),
+        Vec::new(),
+    );
+    store.put("myawsbucket", "notes.txt", pattern(10, 3), Vec::new());
+    let even = pattern((CHUNK + 5) as usize, 9);
+    store.put(
+        "myawsbucket",
+        "images/chewie.tif",
+        even.clone(),
+        vec![5 << 20, even.len() - (5 << 20)],
+    );
+    for key in [
+        "html/",
+        "html/directory.html",
+        "html/index.html",
+        "images/hurley.jpg",
+        "images/kate.jpg",
+        "images/kate.jpg.bak",
+        "index.html",
+    ] {
+        store.put("lostbucket", key, pattern(100, key.len() as u8), Vec::new());
+    }
+    let m = manifest(
+        "fileSystem: NTFS\noperations:\n  - exportBucket: myawsbucket\n    prefix: images\n    \
+         targetDirectory: starwars/image-backup\n  - exportBucket: lostbucket\n    \
+         beginMarker: html/\n    endMarker: images/kate.jpg\n",
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = export(Arc::clone(&store), &m, dir.path()).await;
+    let t = "starwars/image-backup/images";
+    assert_eq!(
+        statuses(&o),
+        vec![
+            row(
+                &format!("{t}/chewie.gif"),
+                200,
+                "OK",
+                "myawsbucket/images/chewie.gif"
+            ),
+            row(
+                &format!("{t}/chewie.tif"),
+                200,
+                "OK",
+                "myawsbucket/images/chewie.tif"
+            ),
+            row(
+                &format!("{t}/resources/chewie.psd"),
+                200,
+                "OK",
+                "myawsbucket/images/resources/chewie.psd"
+            ),
+            row(
+                &format!("{t}/wookie1.jpg"),
+                200,
+                "OK",
+                "myawsbucket/images/wookie1.jpg"
+            ),
+            row(
+                "lostbucket/html/directory.html",
+                200,
+                "OK",
+                "lostbucket/html/directory.html"
+            ),
+            row(
+                "lostbucket/html/index.html",
+                200,
+                "OK",
+                "lostbucket/html/index.html"
+            ),
+            row(
+                "lostbucket/images/hurley.jpg",
+                200,
+                "OK",
+                "lostbucket/images/hurley.jpg"
+            ),
+            row(
+                "lostbucket/images/kate.jpg",
+                200,
+                "OK",
+                "lostbucket/images/kate.jpg"
+            ),
+        ]
+    );
+    assert_eq!(o.errors, 0);
+    assert!(!o.disk_full);
+    assert_eq!(
+        o.last_exported.as_deref(),
+        Some("lostbucket/images/kate.jpg")
+    );
+    assert_eq!(o.rows[0].md5, hex::encode(Md5::digest(&big)));
+    assert!(o.rows[0].etag.ends_with("-3"), "{}", o.rows[0].etag);
+    for r in &o.rows {
+        let (bucket, key) = r.key.split_once('/').unwrap_or_default();
+        let on_disk =
+            fs::read(dir.path().join(&r.file)).unwrap_or_else(|e| panic!("{}: {e}", r.file));
+        assert_eq!(Some(on_disk), store.body(bucket, key), "{}", r.file);
+    }
+    let log = String::from_utf8(store.body("logs", "l/export-log-TSTDB").unwrap_or_default())
+        .unwrap_or_default();
+    assert!(log.starts_with(crate::job_log::HEADER), "{log}");
+    assert!(log.contains("# files=8 ok=8 errors=0 ignored=0"), "{log}");
+    assert!(
+        log.contains("# last-exported=lostbucket/images/kate.jpg\r\n"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn denied_corrupt_and_colliding_objects_get_their_rows() {
+    let store = Arc::new(MemStore {
+        deny: Some("secret.txt".into()),
+        corrupt: Some("bad.bin".into()),
+        ..MemStore::default()
+    });
+    for key in [
+        "Readme.txt",
+        "README.TXT",
+        "bad.bin",
+        "con.txt",
+        "secret.txt",
+        "ok:1.txt",
+    ] {
+        store.put("bkt", key, pattern(300, key.len() as u8), Vec::new());
+    }
+    let m = manifest(
+        "fileSystem: NTFS\noperations:\n  - exportBucket: bkt\n    targetDirectory: out\n",
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = export(Arc::clone(&store), &m, dir.path()).await;
+    assert_eq!(
+        statuses(&o),
+        vec![
+            row("out/README.TXT", 200, "OK", "bkt/README.TXT"),
+            row(
+                "EXPORT-RECOVERY/0000/0000",
+                301,
+                "MovedPermanently",
+                "bkt/Readme.txt"
+            ),
+            row("", 508, "UnableToWrite", "bkt/bad.bin"),
+            row(
+                "EXPORT-RECOVERY/0000/0001",
+                301,
+                "InvalidFilename",
+                "bkt/con.txt"
+            ),
+            row("out/ok1.txt", 200, "OK", "bkt/ok:1.txt"),
+            row("", 403, "AccessDenied", "bkt/secret.txt"),
+        ]
+    );
+    assert_eq!(o.errors, 4);
+    let recovered = fs::read(dir.path().join("EXPORT-RECOVERY/0000/0000")).unwrap_or_default();
+    assert_eq!(Some(recovered), store.body("bkt", "Readme.txt"));
+    assert!(
+        !dir.path().join("out/bad.bin").exists(),
+        "a file that did not verify is removed"
+    );
+    assert!(!dir.path().join("out/secret.txt").exists());
+}
