@@ -187,6 +187,11 @@ impl Filesystem for Plaintext {
             reply.error(Errno::EINVAL);
             return;
         };
+        if len == 0 {
+            // At or past the end: EOF, as for any file (mkntfs probes the size this way).
+            reply.data(&[]);
+            return;
+        }
         let mut buf = vec![0u8; len];
         match self.view.read_exact_at(offset, &mut buf) {
             Ok(()) => reply.data(&buf),
