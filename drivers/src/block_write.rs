@@ -554,7 +554,10 @@ mod tests {
         dev.read_exact_at(513, &mut back)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&back, b"unaligned");
-        let e = dev.write_all_at(4996, b"12345").err().map(|e| e.to_string());
+        let e = dev
+            .write_all_at(4996, b"12345")
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             e,
             Some(format!(

@@ -537,7 +537,8 @@ impl ExportVolume {
             view,
             errors,
         });
-        let inner = self.format_and_mount(&dir.join(plaintext::FILE_NAME), label, &base, "inner")?;
+        let inner =
+            self.format_and_mount(&dir.join(plaintext::FILE_NAME), label, &base, "inner")?;
         self.set_root(inner)
     }
 
@@ -610,7 +611,11 @@ impl ExportVolume {
                         Step::Loop,
                         source,
                         "losetup",
-                        &[OsStr::new("--find"), OsStr::new("--show"), source.as_os_str()],
+                        &[
+                            OsStr::new("--find"),
+                            OsStr::new("--show"),
+                            source.as_os_str(),
+                        ],
                     )?;
                     let device = PathBuf::from(out.trim());
                     self.layers.push(Layer::Loop {
@@ -978,11 +983,14 @@ fn detach(device: &Path, backing: &Path) -> Result<(), ExportFsError> {
         device.display(),
         backing.display()
     ));
-    run(Step::Detach, &target, "losetup", &[OsStr::new("-d"), device.as_os_str()])?;
+    run(
+        Step::Detach,
+        &target,
+        "losetup",
+        &[OsStr::new("-d"), device.as_os_str()],
+    )?;
     let name = device.file_name().map(OsString::from).unwrap_or_default();
-    let attached = Path::new("/sys/block")
-        .join(name)
-        .join("loop/backing_file");
+    let attached = Path::new("/sys/block").join(name).join("loop/backing_file");
     if !wait_until(BUSY_TIMEOUT, || !attached.exists()) {
         return Err(ExportFsError::Timeout {
             step: Step::Detach,
@@ -1058,7 +1066,11 @@ fn wait_mounted(
         }
         false
     });
-    let command = format!("ntfs-3g -o no_detach {} {}", source.display(), dir.display());
+    let command = format!(
+        "ntfs-3g -o no_detach {} {}",
+        source.display(),
+        dir.display()
+    );
     match exited {
         Some(status) => Err(ExportFsError::Tool {
             step: Step::Mount,
@@ -1156,9 +1168,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_before_anything_is_written() {
-        let e = check_label(Path::new("/dev/sdz"), ExportFsKind::Ext4, "a label too long!")
-            .err()
-            .map(|e| e.to_string());
+        let e = check_label(
+            Path::new("/dev/sdz"),
+            ExportFsKind::Ext4,
+            "a label too long!",
+        )
+        .err()
+        .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some(
@@ -1166,7 +1182,12 @@ mod tests {
                  16 bytes); fix the job's settings"
             )
         );
-        assert!(check_label(Path::new("/dev/sdz"), ExportFsKind::Ntfs, "a label too long!").is_ok());
+        assert!(check_label(
+            Path::new("/dev/sdz"),
+            ExportFsKind::Ntfs,
+            "a label too long!"
+        )
+        .is_ok());
         let e = check_container(&ContainerSpec {
             file_name: "JOB1.tc",
             password: "p\u{e4}ss".as_bytes(),

@@ -80,7 +80,11 @@ impl Plaintext {
         FileAttr {
             ino,
             size: if file { self.view.size() } else { 0 },
-            blocks: if file { self.view.size().div_ceil(512) } else { 0 },
+            blocks: if file {
+                self.view.size().div_ceil(512)
+            } else {
+                0
+            },
             atime: self.created,
             mtime: self.created,
             ctime: self.created,

@@ -56,7 +56,10 @@ fn write_files(root: &Path) {
         ("big.bin", &big),
         ("nested/deeper/part-0001.csv", b"a,b,c\n1,2,3\n"),
         ("nested/with space.txt", b"spaces are fine\n"),
-        ("nested/\u{fc}nicode \u{e9}t\u{e9}.txt", "caf\u{e9}\n".as_bytes()),
+        (
+            "nested/\u{fc}nicode \u{e9}t\u{e9}.txt",
+            "caf\u{e9}\n".as_bytes(),
+        ),
     ];
     for (name, bytes) in files {
         let path = root.join(name);
@@ -149,7 +152,9 @@ fn round_trip(name: &str, kind: ExportFsKind, container: bool) {
     let volume = ExportVolume::create(&image, kind, "StationExport", spec, &work)
         .unwrap_or_else(|e| panic!("create: {e}"));
     let created = started.elapsed();
-    assert!(volume.root().starts_with(work.canonicalize().unwrap_or_default()));
+    assert!(volume
+        .root()
+        .starts_with(work.canonicalize().unwrap_or_default()));
     let max = match kind {
         ExportFsKind::Ext4 => (1 << 44) - 4096,
         ExportFsKind::Ntfs => (1 << 63) - 4096,
@@ -179,7 +184,9 @@ fn round_trip(name: &str, kind: ExportFsKind, container: bool) {
     assert_eq!(outer.label().as_deref(), Some("StationExport"));
     let want = helper::source_tree(&src);
     if container {
-        let entries = outer.read_dir(outer.root()).unwrap_or_else(|e| panic!("{e}"));
+        let entries = outer
+            .read_dir(outer.root())
+            .unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<String> = entries
             .iter()
             .map(|e| String::from_utf8_lossy(&e.name.to_bytes()).into_owned())
