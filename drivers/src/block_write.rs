@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use crate::block::BUFFER_ALIGN;
 use crate::ioctl;
-use crate::source::{IoError, ReadAt};
+use crate::source::{read_file_exact_at, IoError, ReadAt};
 
 /// Offset alignment of direct I/O on a regular file (as in [`crate::block`]).
 const FILE_ALIGN: u64 = 4096;
@@ -232,13 +232,7 @@ impl WritableDevice {
     }
 
     fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the device ends at byte {}", self.size),
-            )),
-        }
+        check_end(self.size, offset, len, "device")
     }
 }
 
@@ -402,15 +396,16 @@ impl BufferedFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the file ends at byte {}", self.size),
-            )),
-        }
+/// Refuses a request that would pass the end of a `noun` of `size` bytes.
+fn check_end(size: u64, offset: u64, len: usize, noun: &str) -> io::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the {noun} ends at byte {size}"),
+        )),
     }
 }
 
@@ -422,7 +417,7 @@ impl WriteAt for BufferedFile {
             len: buf.len(),
             source,
         };
-        self.check_range(offset, buf.len()).map_err(fail)?;
+        check_end(self.size, offset, buf.len(), "file").map_err(fail)?;
         pwrite_all(&self.file, offset, buf).map_err(fail)
     }
 
@@ -436,22 +431,7 @@ impl WriteAt for BufferedFile {
 
 impl ReadAt for BufferedFile {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        if self.check_range(offset, buf.len()).is_err() {
-            return Err(IoError::past_end(
-                self.describe(),
-                offset,
-                buf.len(),
-                self.size,
-            ));
-        }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|source| IoError {
-                device: self.describe(),
-                offset,
-                len: buf.len(),
-                source,
-            })
+        read_file_exact_at(&self.file, self.size, || self.describe(), offset, buf)
     }
 
     fn size(&self) -> u64 {
