@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use crate::block::BUFFER_ALIGN;
 use crate::ioctl;
-use crate::source::{IoError, ReadAt};
+use crate::source::{read_file_exact_at, IoError, ReadAt};
 
 /// Offset alignment of direct I/O on a regular file (as in [`crate::block`]).
 const FILE_ALIGN: u64 = 4096;
@@ -232,13 +232,7 @@ impl WritableDevice {
     }
 
     fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the device ends at byte {}", self.size),
-            )),
-        }
+        check_end(self.size, offset, len, "device")
     }
 }
 
@@ -359,6 +353,96 @@ impl ReadAt for WritableDevice {
     }
 }
 
+/// A regular file (a container file on a mounted filesystem) written and read through the page
+/// cache: what [`WritableDevice`] is not. A file on a FUSE filesystem (ntfs-3g) may refuse
+/// `O_DIRECT`, or take it and mix it badly with cached I/O of the same pages; the page cache of
+/// the filesystem underneath also gathers the small writes of a TrueCrypt view into large ones.
+/// The file keeps its size: writes past its end are refused. [`WriteAt::flush`] is `fdatasync`.
+#[derive(Debug)]
+pub struct BufferedFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl BufferedFile {
+    /// Opens the existing regular file `path` read-write; its current length is its size.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Open`] when it cannot be opened or is not a regular file,
+    /// [`WriteError::ReadOnly`] when writing it is not permitted.
+    pub fn open(path: &Path) -> Result<Self, WriteError> {
+        let device = path.display().to_string();
+        let file = open_read_write(path, 0).map_err(|e| classify_open(&device, e))?;
+        let meta = file.metadata().map_err(|source| WriteError::Open {
+            device: device.clone(),
+            source,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(WriteError::Open {
+                device,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            size: meta.len(),
+        })
+    }
+
+    /// The file's path as opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Refuses a request that would pass the end of a `noun` of `size` bytes.
+fn check_end(size: u64, offset: u64, len: usize, noun: &str) -> io::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the {noun} ends at byte {size}"),
+        )),
+    }
+}
+
+impl WriteAt for BufferedFile {
+    fn write_all_at(&self, offset: u64, buf: &[u8]) -> Result<(), WriteError> {
+        let fail = |source| WriteError::Write {
+            device: self.describe(),
+            offset,
+            len: buf.len(),
+            source,
+        };
+        check_end(self.size, offset, buf.len(), "file").map_err(fail)?;
+        pwrite_all(&self.file, offset, buf).map_err(fail)
+    }
+
+    fn flush(&self) -> Result<(), WriteError> {
+        self.file.sync_data().map_err(|source| WriteError::Flush {
+            device: self.describe(),
+            source,
+        })
+    }
+}
+
+impl ReadAt for BufferedFile {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        read_file_exact_at(&self.file, self.size, || self.describe(), offset, buf)
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +519,38 @@ mod tests {
             e,
             "/dev/sdz: the device is in use (mounted, or held by device-mapper, md or another \
              program); unmount or release it before writing"
+        );
+    }
+
+    #[test]
+    fn a_buffered_file_writes_at_any_offset_and_keeps_its_size() {
+        let file = image(5000);
+        let dev = BufferedFile::open(file.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dev.size(), 5000);
+        dev.write_all_at(513, b"unaligned")
+            .unwrap_or_else(|e| panic!("{e}"));
+        dev.flush().unwrap_or_else(|e| panic!("{e}"));
+        let mut back = [0u8; 9];
+        dev.read_exact_at(513, &mut back)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&back, b"unaligned");
+        let e = dev
+            .write_all_at(4996, b"12345")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e,
+            Some(format!(
+                "{}: cannot write 5 bytes at byte offset 4996: the file ends at byte 5000",
+                file.path().display()
+            ))
+        );
+        let e = BufferedFile::open(Path::new("/dev/null"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("/dev/null: cannot open for writing: not a regular file")
         );
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod block_write;
+pub mod export_fs;
 pub mod fs;
 pub mod identity;
 #[allow(unsafe_code)]

@@ -154,25 +154,30 @@ impl ImageFile {
     }
 }
 
+/// `pread` of all of `buf` at `offset` from `file`, `size` bytes long; errors name the source
+/// as `describe` does.
+pub(crate) fn read_file_exact_at(
+    file: &File,
+    size: u64,
+    describe: impl Fn() -> String,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), IoError> {
+    let end = offset.checked_add(buf.len() as u64);
+    if end.is_none_or(|end| end > size) {
+        return Err(IoError::past_end(describe(), offset, buf.len(), size));
+    }
+    file.read_exact_at(buf, offset).map_err(|source| IoError {
+        device: describe(),
+        offset,
+        len: buf.len(),
+        source,
+    })
+}
+
 impl ReadAt for ImageFile {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.size) {
-            return Err(IoError::past_end(
-                self.describe(),
-                offset,
-                buf.len(),
-                self.size,
-            ));
-        }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|source| IoError {
-                device: self.describe(),
-                offset,
-                len: buf.len(),
-                source,
-            })
+        read_file_exact_at(&self.file, self.size, || self.describe(), offset, buf)
     }
     fn size(&self) -> u64 {
         self.size

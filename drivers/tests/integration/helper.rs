@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use drivers::fs::walk::{walk, Limits};
@@ -247,5 +247,52 @@ impl Rng {
     }
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
+    }
+}
+
+/// `cryptsetup tcryptDump` of `path` (AES only on this machine: always `-h` and `-c aes`),
+/// the password on stdin: whether it opened, and what it printed.
+pub fn tcrypt_dump(path: &Path, hash: &str, password: &[u8], extra: &[&str]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("cryptsetup")
+        .args(["tcryptDump", "-h", hash, "-c", "aes"])
+        .args(extra)
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cryptsetup: {e} (install cryptsetup-bin: scripts/setup)"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(password).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Asserts that a tcryptDump shows the header `truecrypt::create` writes: version 5, needs
+/// TrueCrypt 7.0, AES-XTS with a 512-bit key, data at 128 KiB.
+pub fn assert_created_header(dump: &str) {
+    for line in [
+        "Version:       \t5",
+        "Driver req.:\t7.0",
+        "MK offset:\t131072",
+        "Cipher chain:\taes",
+        "Cipher mode:\txts-plain64",
+        "MK bits:       \t512",
+    ] {
+        let (key, value) = line.split_once(':').unwrap_or_default();
+        assert!(
+            dump.lines()
+                .any(|l| l.starts_with(key) && l.trim_end().ends_with(value.trim())),
+            "{key}: {value}: {dump}"
+        );
     }
 }

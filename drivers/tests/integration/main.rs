@@ -1,5 +1,6 @@
 //! drivers integration tests: readers against images built by `hw-fixtures/` scripts.
 
+mod export_fs;
 mod ext;
 mod fat;
 mod helper;

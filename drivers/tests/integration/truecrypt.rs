@@ -4,7 +4,6 @@
 //! create open with our reader and with `cryptsetup tcryptDump`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -452,32 +451,6 @@ fn new_container(dir: &Path, size: u64) -> (PathBuf, WritableDevice) {
     (path, device)
 }
 
-/// `cryptsetup tcryptDump` of `path` (AES only on this machine: always `-h` and `-c aes`).
-fn tcrypt_dump(path: &Path, hash: &str, password: &[u8], extra: &[&str]) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new("cryptsetup")
-        .args(["tcryptDump", "-h", hash, "-c", "aes"])
-        .args(extra)
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cryptsetup: {e} (install cryptsetup-bin: scripts/setup)"));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(password).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_created_container_round_trips_and_cryptsetup_accepts_it() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -540,29 +513,15 @@ fn a_created_container_round_trips_and_cryptsetup_accepts_it() {
 
         // cryptsetup opens the primary and the backup header.
         for extra in [&[][..], &["--tcrypt-backup"][..]] {
-            let (ok, out) = tcrypt_dump(&path, hash, password, extra);
+            let (ok, out) = helper::tcrypt_dump(&path, hash, password, extra);
             assert!(ok, "cryptsetup tcryptDump {extra:?}: {out}");
-            for line in [
-                "Version:       \t5",
-                "Driver req.:\t7.0",
-                "MK offset:\t131072",
-                "Cipher chain:\taes",
-                "Cipher mode:\txts-plain64",
-                "MK bits:       \t512",
-            ] {
-                let (key, value) = line.split_once(':').unwrap_or_default();
-                assert!(
-                    out.lines()
-                        .any(|l| l.starts_with(key) && l.trim_end().ends_with(value.trim())),
-                    "{key}: {value}: {out}"
-                );
-            }
+            helper::assert_created_header(&out);
             assert!(
                 out.contains(&format!("PBKDF2 hash:\t{hash}")) || out.contains(hash),
                 "{out}"
             );
         }
-        let (ok, _) = tcrypt_dump(&path, hash, b"not the password", &[]);
+        let (ok, _) = helper::tcrypt_dump(&path, hash, b"not the password", &[]);
         assert!(!ok, "cryptsetup opened our container with a wrong password");
         std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
     }
