@@ -1,4 +1,5 @@
-//! `stationctl load`: one import in the foreground, without the daemon.
+//! `stationctl load`: one job in the foreground, without the daemon; and the pipelines a
+//! job's device runs, for the daemon too.
 
 use std::io::Write;
 use std::path::Path;
@@ -6,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use pipelines::job_log::RowStatus;
 use pipelines::manifest::{self, JobManifest, JobType};
 use pipelines::object_store::S3Store;
 use pipelines::s3_import::{self, Journal, NoJournal, Options, Progress};
@@ -105,21 +108,22 @@ impl Progress for TerminalProgress {
     }
 }
 
-/// Loads `device` for job `job_id` as `manifest_text` says.
+/// Loads `device` for job `job_id` of `job_type` as `manifest_text` says.
 ///
 /// # Errors
 ///
-/// The manifest is invalid or not an S3 import, the device or its filesystem cannot be read,
+/// The manifest is invalid, the device or its filesystem cannot be read or written,
 /// verification failed, or the log could not be stored.
 pub async fn load(
     config: &Config,
     device: &Path,
     manifest_text: &[u8],
+    job_type: JobType,
     job_id: &str,
     endpoint_override: Option<&str>,
     progress: &TerminalProgress,
 ) -> anyhow::Result<LoadResult> {
-    let manifest = manifest::parse(manifest_text, JobType::Import, &config.manifest_rules())
+    let manifest = manifest::parse(manifest_text, job_type, &config.manifest_rules())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let result = load_job(
         config,
@@ -176,10 +180,18 @@ pub async fn load_job(
             )
             .await;
         }
-        _ => anyhow::bail!(
-            "the manifest describes a {} job; stationctl load runs S3, EBS and Glacier imports",
-            manifest.kind()
-        ),
+        JobManifest::S3Export(e) => {
+            return load_export(
+                config,
+                device,
+                manifest,
+                e,
+                job_id,
+                endpoint_override,
+                progress,
+            )
+            .await;
+        }
     }
     let source = match manifest.true_crypt_password() {
         Some(password) => {
@@ -204,21 +216,111 @@ pub async fn load_job(
         journal,
     };
     let outcome = s3_import::run(fs.as_ref(), manifest, job_id, store, progress, options).await?;
-    let log = format!("{}/{}", outcome.log_bucket, outcome.log_key);
-    Ok(if outcome.errors == 0 {
-        LoadResult::Complete { log }
-    } else {
-        let mut by_status = std::collections::BTreeMap::new();
-        for row in outcome.rows.iter().filter(|r| r.status.is_error()) {
-            let (status, code) = row.status.columns();
-            *by_status.entry(format!("{status} {code}")).or_insert(0) += 1;
-        }
-        LoadResult::SuccessWithErrors {
-            log,
-            errors: outcome.errors,
-            by_status,
-        }
-    })
+    Ok(result_of(
+        &outcome.log_bucket,
+        &outcome.log_key,
+        outcome
+            .rows
+            .iter()
+            .filter(|r| r.status.is_error())
+            .map(|r| &r.status),
+        outcome.errors,
+    ))
+}
+
+/// The job's result from its log's error rows.
+fn result_of<'a>(
+    log_bucket: &str,
+    log_key: &str,
+    error_rows: impl Iterator<Item = &'a RowStatus>,
+    errors: u64,
+) -> LoadResult {
+    let log = format!("{log_bucket}/{log_key}");
+    if errors == 0 {
+        return LoadResult::Complete { log };
+    }
+    let mut by_status = std::collections::BTreeMap::new();
+    for status in error_rows {
+        let (status, code) = status.columns();
+        *by_status.entry(format!("{status} {code}")).or_insert(0) += 1;
+    }
+    LoadResult::SuccessWithErrors {
+        log,
+        errors,
+        by_status,
+    }
+}
+
+/// Formats `device` as the export manifest says (a TrueCrypt container `<JOBID>.tc` inside
+/// when it gives a password), writes the objects into it, and takes it down again. The
+/// device is the delivery: it is never erased.
+async fn load_export(
+    config: &Config,
+    device: &Path,
+    manifest: &pipelines::manifest::Manifest,
+    export: &pipelines::manifest::S3Export,
+    job_id: &str,
+    endpoint_override: Option<&str>,
+    progress: &dyn Progress,
+) -> anyhow::Result<LoadResult> {
+    use drivers::export_fs::{ContainerSpec, ExportFsKind, ExportVolume};
+    let kind = match export.file_system {
+        pipelines::manifest::ExportFileSystem::Ext4 => ExportFsKind::Ext4,
+        pipelines::manifest::ExportFileSystem::Ntfs => ExportFsKind::Ntfs,
+    };
+    let work_dir = config.data_dir.join("export").join(job_id);
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create the export directory {}", work_dir.display()))?;
+    let container_name = format!("{job_id}.tc");
+    let password = export
+        .true_crypt_password
+        .as_ref()
+        .map(|p| zeroize::Zeroizing::new(p.expose().as_bytes().to_vec()));
+    let (device_path, label) = (device.to_owned(), job_id.to_owned());
+    let volume = {
+        let work_dir = work_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let container = password.as_ref().map(|p| ContainerSpec {
+                file_name: &container_name,
+                password: p,
+            });
+            ExportVolume::create(&device_path, kind, &label, container, &work_dir)
+        })
+        .await
+        .context("the formatting task stopped")??
+    };
+    tracing::info!(job = job_id, device = %device.display(), root = %volume.root().display(), "export filesystem ready");
+    let store = Arc::new(S3Store::new(
+        crate::targets::s3_client(config, endpoint_override).await,
+    ));
+    let options = pipelines::s3_export::Options {
+        memory_cap: config.transfer.memory_cap_mib * 1024 * 1024,
+        concurrency: config.transfer.upload_concurrency,
+        max_file_size: volume.max_file_size(),
+    };
+    let root = volume.root().to_owned();
+    let outcome =
+        pipelines::s3_export::run(&root, manifest, job_id, store, progress, options).await;
+    // The filesystem comes down whatever the export did, so the device is left consistent.
+    let finished = tokio::task::spawn_blocking(move || volume.finish())
+        .await
+        .context("the unmounting task stopped")?;
+    let outcome = outcome?;
+    finished.context("the export was written but the device could not be closed cleanly")?;
+    let _ = std::fs::remove_dir(&work_dir);
+    if outcome.disk_full {
+        tracing::warn!(job = job_id, last = ?outcome.last_exported, "the device is full");
+    }
+    Ok(result_of(
+        &outcome.log_bucket,
+        &outcome.log_key,
+        outcome
+            .rows
+            .iter()
+            .filter(|r| r.status != RowStatus::Ok)
+            .map(|r| &r.status),
+        outcome.errors,
+    ))
 }
 
 /// The upload ID of an interrupted Glacier load, kept in the data directory.

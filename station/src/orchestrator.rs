@@ -292,6 +292,9 @@ impl Station {
         if is_loop && !self.config.devices.allow_loop_devices {
             return; // Loop devices are never bays unless the configuration says so.
         }
+        if is_loop && self.own_loop_device(&event.syspath) {
+            return; // An export's own plumbing (its container's plaintext), not a bay.
+        }
         let (pulled_tx, _) = watch::channel(false);
         {
             let mut bays = lock(&self.bays);
@@ -328,6 +331,13 @@ impl Station {
         tokio::spawn(async move {
             station.work(&bay, &devnode).await;
         });
+    }
+
+    /// Whether the loop device at `syspath` is backed by a file in the station's data
+    /// directory: a TrueCrypt container's plaintext that an export set up.
+    fn own_loop_device(&self, syspath: &Path) -> bool {
+        std::fs::read_to_string(syspath.join("loop/backing_file"))
+            .is_ok_and(|file| Path::new(file.trim()).starts_with(&self.config.data_dir))
     }
 
     fn bay_handles(
@@ -1074,11 +1084,17 @@ impl Worker {
             return Ok(());
         }
         if matches!(manifest.job, JobManifest::S3Export(_)) {
-            // An export device is the delivery: never erased.
-            self.refuse(&format!(
-                "job {} is an export job; this station does not run exports yet",
-                job.job_id
-            ));
+            // An export device is the delivery: never erased. An interrupted export starts
+            // again from the formatting.
+            if self.transfer(&job, &manifest).await? {
+                self.transition(
+                    RunState::Done,
+                    &format!(
+                        "export written; ship the device back: stationctl ship {} --carrier NAME --tracking N",
+                        job.job_id
+                    ),
+                );
+            }
             return Ok(());
         }
         let erase_from = resume.as_ref().filter(|r| r.state == RunState::Erasing);
@@ -1088,8 +1104,14 @@ impl Worker {
         self.erase(&job, erase_from).await
     }
 
-    /// Runs the job's pipeline under the watchdog; records the job's result.
-    async fn transfer(&self, job: &JobRecord, manifest: &Manifest) -> Result<(), Stop> {
+    /// Runs the job's pipeline under the watchdog; records the job's result. True when the
+    /// job's log was written (Complete or SuccessWithErrors).
+    async fn transfer(&self, job: &JobRecord, manifest: &Manifest) -> Result<bool, Stop> {
+        let after_failure = if matches!(manifest.job, JobManifest::S3Export(_)) {
+            "the device will not be erased: return it"
+        } else {
+            "the device will be erased"
+        };
         self.set_progress(&job.job_id, ProgressCode::InProgress);
         self.progress.reset(0);
         self.transition(
@@ -1122,6 +1144,7 @@ impl Worker {
             () = watchdog => None,
             _ = pulled.wait_for(|p| *p) => return Err(Stop::Pulled),
         };
+        let logged = matches!(result, Some(Ok(_)));
         match result {
             Some(Ok(LoadResult::Complete { log })) => {
                 self.record_result(&job.job_id, ProgressCode::Complete, 0);
@@ -1159,10 +1182,7 @@ impl Worker {
                 self.record_result(&job.job_id, ProgressCode::DeviceError, 0);
                 self.transition(
                     RunState::Failed,
-                    &format!(
-                        "job {} failed: {e:#}; the device will be erased",
-                        job.job_id
-                    ),
+                    &format!("job {} failed: {e:#}; {after_failure}", job.job_id),
                 );
             }
             None => {
@@ -1173,14 +1193,14 @@ impl Worker {
                 self.transition(
                     RunState::Failed,
                     &format!(
-                        "job {} failed: no progress for {} s (DeviceError); the device will be erased",
+                        "job {} failed: no progress for {} s (DeviceError); {after_failure}",
                         job.job_id,
                         stall.as_secs()
                     ),
                 );
             }
         }
-        Ok(())
+        Ok(logged)
     }
 
     fn record_result(&self, job_id: &str, code: ProgressCode, errors: u64) {

@@ -67,8 +67,9 @@ enum Command {
         #[arg(long, conflicts_with = "partition")]
         password_file: Option<PathBuf>,
     },
-    /// Run one import in the foreground (no daemon): prints the log's `bucket/key` last;
-    /// exits 0 on Complete, 3 on SuccessWithErrors, 1 on failure.
+    /// Run one job in the foreground (no daemon): an import from the device, or an export
+    /// onto it (the device is formatted); prints the log's `bucket/key` last; exits 0 on
+    /// Complete, 3 on SuccessWithErrors, 1 on failure.
     Load {
         /// The device or image to load.
         #[arg(long)]
@@ -82,6 +83,9 @@ enum Command {
         /// The endpoint of every target region (e.g. a local S3 server).
         #[arg(long)]
         endpoint_url: Option<String>,
+        /// The job type, Import (the default) or Export (any case).
+        #[arg(long, value_parser = parse_job_type, default_value = "Import")]
+        job_type: JobType,
     },
     /// Manage customer accounts (works on the database directly; no daemon needed).
     Account {
@@ -245,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             manifest,
             job_id,
             endpoint_url,
+            job_type,
         } => {
             let config = Config::load(&cli.config)?;
             let text = read_input(&manifest)?;
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config,
                 &device,
                 &text,
+                job_type,
                 &job_id,
                 endpoint_url.as_deref(),
                 &progress,
