@@ -11,13 +11,30 @@ fn aws(port: u16, args: &[&str]) -> String {
     crate::helper::aws(&format!("http://127.0.0.1:{port}"), args)
 }
 
-struct Loaded {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// What `stationctl load` did.
+pub struct Loaded {
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
 }
 
 fn load(port: u16, image: &Path, manifest: &str, job_id: &str, dir: &Path) -> Loaded {
+    load_as("Import", port, image, manifest, job_id, dir)
+}
+
+/// `stationctl load --job-type JOB_TYPE` of `image` against moto on `port`, with an empty
+/// configuration in `dir`.
+pub fn load_as(
+    job_type: &str,
+    port: u16,
+    image: &Path,
+    manifest: &str,
+    job_id: &str,
+    dir: &Path,
+) -> Loaded {
     let manifest_path = dir.join(format!("{job_id}.yaml"));
     std::fs::write(&manifest_path, manifest).unwrap_or_else(|e| panic!("{e}"));
     let config = dir.join("stationd.yaml");
@@ -35,6 +52,8 @@ fn load(port: u16, image: &Path, manifest: &str, job_id: &str, dir: &Path) -> Lo
         .args([
             "--job-id",
             job_id,
+            "--job-type",
+            job_type,
             "--endpoint-url",
             &format!("http://127.0.0.1:{port}"),
         ])
@@ -49,13 +68,14 @@ fn load(port: u16, image: &Path, manifest: &str, job_id: &str, dir: &Path) -> Lo
     }
 }
 
-fn guide(name: &str) -> String {
+/// A manifest of the guide's examples, by name.
+pub fn guide(name: &str) -> String {
     std::fs::read_to_string(repo().join(format!("pipelines/testdata/manifests/guide/{name}.yaml")))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The log's rows as (File, Status, Code, Key, Bytes, Content-Type).
-fn rows(log: &str) -> Vec<(String, String, String, String, String, String)> {
+pub fn rows(log: &str) -> Vec<(String, String, String, String, String, String)> {
     log.lines()
         .skip(1)
         .filter(|l| !l.starts_with('#'))

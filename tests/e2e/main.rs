@@ -3,6 +3,7 @@
 mod api;
 mod daemon;
 mod ebs;
+mod export;
 mod filesystems;
 mod garage;
 mod glacier;
