@@ -216,15 +216,21 @@ impl Dock {
         self.importexport(&["get-status", "--job-id", job_id])
     }
 
-    /// `aws importexport create-job` against the station: (job ID, SIGNATURE file contents).
+    /// `aws importexport create-job` of an import against the station: (job ID, SIGNATURE
+    /// file contents).
     pub(crate) fn create_job(&self, manifest: &str) -> (String, String) {
+        self.create_job_of("Import", manifest)
+    }
+
+    /// `aws importexport create-job --job-type JOB_TYPE`: (job ID, SIGNATURE file contents).
+    pub(crate) fn create_job_of(&self, job_type: &str, manifest: &str) -> (String, String) {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, manifest).unwrap_or_else(|e| panic!("{e}"));
         let manifest_arg = format!("file://{}", path.display());
         let reply = self.importexport(&[
             "create-job",
             "--job-type",
-            "Import",
+            job_type,
             "--manifest",
             &manifest_arg,
             "--no-validate-only",
@@ -985,4 +991,104 @@ fn a_pin_pad_device_waits_for_the_operator_to_unlock_it() {
         "{view}"
     );
     assert_eq!(dock.job(&job_id)["progress"], "DeviceError");
+}
+
+#[test]
+fn an_export_device_is_formatted_written_and_not_erased() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dock = Dock::new("");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut objects = std::collections::BTreeMap::new();
+    for (key, len) in [
+        ("docs/a.txt", 3000usize),
+        ("docs/b.bin", 9 << 20),
+        ("z.txt", 10),
+    ] {
+        let file = work.path().join(key.replace('/', "_"));
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        dock.s3(&[
+            "s3",
+            "cp",
+            &file.display().to_string(),
+            &format!("s3://myawsbucket/{key}"),
+        ]);
+        objects.insert(format!("myawsbucket/{key}"), bytes);
+    }
+    let manifest = crate::load::guide("tstda")
+        .replace("manifestVersion: 1.2\n", "manifestVersion: 2.0\n")
+        .replace(
+            "fileSystem: FAT32\n",
+            "fileSystem: NTFS\ntrueCryptPassword: correct horse battery\nnotificationEmail: jane@example.net\n",
+        );
+    let (job_id, signature) = dock.create_job_of("Export", &manifest);
+
+    // The customer's device: any filesystem with the SIGNATURE file in its root.
+    let disk = work.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(64 << 20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mkfs = Command::new("mkfs.vfat")
+        .args(["-F", "32"])
+        .arg(&disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
+    assert!(mkfs.success());
+    let sig = work.path().join("SIGNATURE");
+    std::fs::write(&sig, &signature).unwrap_or_else(|e| panic!("{e}"));
+    let copied = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&disk)
+        .arg(&sig)
+        .arg("::/SIGNATURE")
+        .status()
+        .unwrap_or_else(|e| panic!("mcopy: {e}"));
+    assert!(copied.success());
+
+    {
+        let device = Loop::attach(&disk);
+        let view = dock.wait_bay(&device.bay(), 300, final_state);
+        assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+        assert!(
+            view["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("export written"),
+            "{view}"
+        );
+        let job = dock.job(&job_id);
+        assert_eq!(job["progress"], "Complete", "{job}");
+        // The container's plaintext is a loop device on a file in the data directory: the
+        // daemon leaves it alone (no run identifies it).
+        let events = dock.stationctl(&["events"]);
+        let plumbing = dock.dir.path().join("data").join("export");
+        let plumbing = plumbing.display().to_string();
+        assert!(
+            !events.contains(&plumbing),
+            "the export's own loop device became a bay: {events}"
+        );
+        let records = dock.json(&["erase-records"]);
+        assert_eq!(
+            records["erase_records"].as_array().map(Vec::len),
+            Some(0),
+            "an export device was erased: {records}"
+        );
+        let log = dock.s3(&[
+            "s3",
+            "cp",
+            &format!("s3://myawsbucket/export-log-{job_id}"),
+            "-",
+        ]);
+        assert!(log.contains("# files=3 ok=3 errors=0"), "{log}");
+    }
+
+    // The delivery: NTFS holding <JOBID>.tc, whose NTFS holds the objects.
+    let plain = crate::export::decrypt(&disk, &job_id, "correct horse battery", work.path());
+    let mount = crate::export::Mount::new(&plain, &work.path().join("mnt"), true);
+    assert!(
+        crate::export::files(&mount.0) == objects,
+        "the files are not the objects"
+    );
 }

@@ -88,10 +88,10 @@ fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
 }
 
 /// A read-only mount (kernel ext4 on a loop device, or ntfs-3g), unmounted when dropped.
-struct Mount(PathBuf);
+pub(crate) struct Mount(pub(crate) PathBuf);
 
 impl Mount {
-    fn new(image: &Path, at: &Path, ntfs: bool) -> Self {
+    pub(crate) fn new(image: &Path, at: &Path, ntfs: bool) -> Self {
         std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
         let status = if ntfs {
             Command::new("ntfs-3g")
@@ -122,7 +122,7 @@ impl Drop for Mount {
 }
 
 /// Every regular file below `root`, by path relative to it.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
             let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
@@ -146,8 +146,8 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// The container `<JOB>.tc` on `image`, decrypted by our TrueCrypt reader into a plaintext
 /// image file.
-fn decrypt(image: &Path, job_id: &str, out: &Path) -> PathBuf {
-    let unlocked = station::unlock::open_encrypted(image, job_id, PASSWORD.as_bytes())
+pub(crate) fn decrypt(image: &Path, job_id: &str, password: &str, out: &Path) -> PathBuf {
+    let unlocked = station::unlock::open_encrypted(image, job_id, password.as_bytes())
         .unwrap_or_else(|e| panic!("our reader cannot open the container: {e}"));
     let plain = out.join(format!("{job_id}-plain.img"));
     let file = std::fs::File::create(&plain).unwrap_or_else(|e| panic!("{e}"));
@@ -306,7 +306,7 @@ fn tstda_into_a_truecrypt_container_on_ext4() {
     }
 
     // Decrypted by our reader, mounted by the kernel: every file is its object.
-    let plain = decrypt(&device, "TSTDA", d);
+    let plain = decrypt(&device, "TSTDA", PASSWORD, d);
     let inner = Mount::new(&plain, &d.join("inner"), false);
     let on_disk = files(&inner.0);
     let mut want = BTreeMap::new();
@@ -356,7 +356,8 @@ fn tstdb_onto_ntfs_without_a_container() {
     for key in ["html/", "images/kate.jpg.bak", "index.html"] {
         put(port, d, "lostbucket", key, 0);
     }
-    let manifest = export_manifest("tstdb").replace("fileSystem: NTFS", "fileSystem: NTFS\npinCode: 4321");
+    let manifest =
+        export_manifest("tstdb").replace("fileSystem: NTFS", "fileSystem: NTFS\npinCode: 4321");
     let device = image(d, "device.img", 64);
     let run = export(port, &device, &manifest, "TSTDB", d);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
