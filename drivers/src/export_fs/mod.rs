@@ -69,7 +69,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -488,6 +488,9 @@ impl ExportVolume {
                 what: "neither a block device nor a regular file".into(),
             });
         }
+        if file_type.is_block_device() {
+            check_not_in_use(device)?;
+        }
         let mut volume = Self {
             root: PathBuf::new(),
             kind,
@@ -763,6 +766,31 @@ impl ExportVolume {
 impl Drop for ExportVolume {
     fn drop(&mut self) {
         let _ = self.teardown(false);
+    }
+}
+
+/// Refuses a block device that is mounted or held (the kernel answers `O_EXCL` with EBUSY):
+/// `mkntfs -F` would otherwise format a mounted device.
+fn check_not_in_use(device: &Path) -> Result<(), ExportFsError> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
+        .open(device)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(ExportFsError::Invalid {
+            step: Step::Check,
+            target: device.display().to_string(),
+            what: "the device is in use (mounted, or held by device-mapper, md or another \
+                   program); unmount or release it first"
+                .into(),
+        }),
+        Err(source) => Err(ExportFsError::Io {
+            step: Step::Check,
+            target: device.display().to_string(),
+            what: "open the device".into(),
+            source,
+        }),
     }
 }
 
