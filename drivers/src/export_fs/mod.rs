@@ -377,24 +377,24 @@ impl Layer {
                 errors,
             } => {
                 unmount(dir, container)?;
-                if let Some(session) = session.take() {
+                let target = container.display().to_string();
+                let stopped = session.take().map_or(Ok(()), |session| {
                     session.join().map_err(|source| ExportFsError::Io {
                         step: Step::Fuse,
-                        target: container.display().to_string(),
+                        target: target.clone(),
                         what: "stop the plaintext server".into(),
                         source,
-                    })?;
-                }
-                if let Some(first) = errors.get() {
-                    return Err(ExportFsError::Plaintext {
-                        target: container.display().to_string(),
-                        first,
-                    });
-                }
-                view.flush().map_err(|e| ExportFsError::Container {
-                    target: container.display().to_string(),
+                    })
+                });
+                // Flushed whatever else failed: what did reach the container should stay.
+                let flushed = view.flush().map_err(|e| ExportFsError::Container {
+                    target: target.clone(),
                     source: e.into(),
-                })
+                });
+                if let Some(first) = errors.get() {
+                    return Err(ExportFsError::Plaintext { target, first });
+                }
+                stopped.and(flushed)
             }
         }
     }
