@@ -26,10 +26,13 @@
 //!   plaintext cannot discard). NTFS: `mkntfs -F -Q -q` (quick: no zeroing; NTFS never reads
 //!   free space). Every external tool runs with [`Command`]; its stderr goes into the error.
 //! - **Mounting.** ext4 through the kernel, on a loop device when the device is an image
-//!   file. NTFS through ntfs-3g (FUSE), which opens a file or a device itself; it runs in the
-//!   foreground (`-o no_detach`) as our child, with its stderr in a log file under `work_dir`,
-//!   so teardown can wait for the process to exit: only then is everything it cached on the
-//!   device (an ntfs-3g mount on a file is a plain `fuse` mount, whose `umount` does not wait).
+//!   file. NTFS through ntfs-3g (FUSE), which opens a file or a device itself (the container's
+//!   plaintext still goes through a loop device, whose page cache gathers ntfs-3g's many
+//!   small metadata rewrites). ntfs-3g runs in the foreground (`-o no_detach`) as our child,
+//!   with its stderr in a log file under `work_dir`, so teardown can wait for the process to
+//!   exit: only then is everything it cached on the device (an ntfs-3g mount on a file is a
+//!   plain `fuse` mount, whose `umount` does not wait for it). A block device that is mounted
+//!   or held is refused before anything is written (`mkntfs -F` would format it anyway).
 //! - **Container.** `<JOBID>.tc` is made as large as the free space allows, less a margin of
 //!   free/1024 clamped to 8 MiB..1 GiB (the container file's own metadata: ext4 extent index
 //!   blocks, under 2 MiB for a 16 TiB file; NTFS runlists and MFT records), rounded down to
@@ -44,11 +47,12 @@
 //!   AES-XTS. The container file is written through the page cache ([`BufferedFile`]):
 //!   ntfs-3g may refuse `O_DIRECT`, and the cache turns the many small writes into large ones.
 //! - **FUSE.** The plaintext is one file in a FUSE mount served on fuser's background thread
-//!   (see [`plaintext`]): reads decrypt, writes encrypt, `fsync`/`flush` make the container
-//!   file durable. Direct I/O on that file keeps no second copy of the plaintext in the page
-//!   cache, and the thread marks itself an I/O flusher. Nothing deadlocks because the server
-//!   thread only ever touches the container file on the outer filesystem, never its own
-//!   mount or the inner one, and the caller's thread never holds anything the server needs.
+//!   (`export_fs/plaintext.rs`): reads decrypt, writes encrypt, `fsync`/`flush` make the
+//!   container file durable. Direct I/O on that file keeps no second copy of the plaintext in
+//!   the page cache, and the thread marks itself an I/O flusher. Nothing deadlocks because
+//!   the server thread only ever touches the container file on the outer filesystem, never
+//!   its own mount or the inner one, and the caller's thread never holds anything the server
+//!   needs.
 //! - **Teardown** ([`ExportVolume::finish`]), strictly in reverse: unmount the inner
 //!   filesystem (kernel: `umount` writes everything through the loop device; ntfs-3g: `umount`
 //!   and wait for the process to exit), `losetup -d` and wait until the kernel has let go of
