@@ -1200,6 +1200,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_volume_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<ExportVolume>();
+    }
+
+    #[test]
+    fn teardown_errors_are_all_listed() {
+        let e = ExportFsError::Teardown(vec![
+            ExportFsError::Timeout {
+                step: Step::Detach,
+                target: "/dev/loop7 (loop device of /x/plaintext/plaintext)".into(),
+                what: "the loop device still holds its backing file after `losetup -d`".into(),
+                waited: Duration::from_secs(30),
+            },
+            ExportFsError::Plaintext {
+                target: "/x/outer/JOB1.tc".into(),
+                first: "disk full".into(),
+            },
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "2 teardown steps failed: (1) /dev/loop7 (loop device of /x/plaintext/plaintext): \
+             detach: the loop device still holds its backing file after `losetup -d` (waited \
+             30s); check `losetup -a` and that loop devices are available (modprobe loop) (2) \
+             /x/outer/JOB1.tc: fuse: the container's plaintext could not be read or written \
+             (disk full); the exported files in it may be incomplete: check the device and \
+             export again"
+        );
+    }
+
+    #[test]
     fn mountinfo_fields_are_unescaped() {
         assert_eq!(unescape_mount_field(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
         assert_eq!(unescape_mount_field(r"/plain\x"), b"/plain\\x");
