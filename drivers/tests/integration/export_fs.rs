@@ -291,3 +291,77 @@ fn loop_drop_without_finish_unmounts() {
     }
     assert_eq!(loops_mentioning(&image), Vec::<String>::new());
 }
+
+/// Detaches a loop device on drop, so a failed assertion leaves none behind.
+struct LoopDevice(PathBuf);
+
+impl LoopDevice {
+    fn attach(image: &Path) -> LoopDevice {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+            .unwrap_or_else(|e| panic!("losetup: {e}"));
+        assert!(out.status.success(), "losetup: {out:?}");
+        LoopDevice(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        ))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// On a block device (a loop device of ours): no loop device of its own for ext4, ntfs-3g as
+/// `fuseblk`; while the export is mounted, a second export of the same device is refused
+/// before anything is written.
+#[test]
+fn loop_block_device_round_trips_and_is_held_while_mounted() {
+    if let Some(why) = skip_reason() {
+        eprintln!("loop_block_device_round_trips_and_is_held_while_mounted: skipped, {why}");
+        return;
+    }
+    for kind in [ExportFsKind::Ext4, ExportFsKind::Ntfs] {
+        let started = Instant::now();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let image = image(dir.path(), 64 << 20);
+        let device = LoopDevice::attach(&image);
+        let work = dir.path().join("work");
+        let src = dir.path().join("src");
+        write_files(&src);
+        let volume = ExportVolume::create(&device.0, kind, "BlockDevice", None, &work)
+            .unwrap_or_else(|e| panic!("{kind}: create: {e}"));
+        write_files(volume.root());
+        let e = ExportVolume::create(&device.0, ExportFsKind::Ext4, "Again", None, &work)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            format!(
+                "{}: check: the device is in use (mounted, or held by device-mapper, md or \
+                 another program); unmount or release it first; fix the job's settings",
+                device.0.display()
+            ),
+            "{kind}"
+        );
+        volume
+            .finish()
+            .unwrap_or_else(|e| panic!("{kind}: finish: {e}"));
+        assert_eq!(mounts_under(&work), Vec::<String>::new(), "{kind}");
+        // Only our own loop device is left, and that one is ours to detach.
+        assert_eq!(loops_mentioning(&image).len(), 1, "{kind}");
+        let fs = open_filesystem(Arc::new(
+            ImageFile::open(&image).unwrap_or_else(|e| panic!("{e}")),
+        ))
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        helper::assert_same_tree(&helper::source_tree(&src), &reader_tree(&*fs), false);
+        eprintln!(
+            "loop_block_device_round_trips_and_is_held_while_mounted: {kind} {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
