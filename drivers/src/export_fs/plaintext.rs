@@ -292,6 +292,33 @@ impl Filesystem for Plaintext {
         reply.ok();
     }
 
+    // The kernel asks for `security.capability` before writes, and the loop driver punches
+    // holes on discard: neither exists here, and saying so quietly (instead of fuser's
+    // default, which logs a warning each time) keeps the operator's log clean.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         if Self::known(ino) {
             reply.ok();
