@@ -324,6 +324,7 @@ mod tests {
             remapped("0000/0007", Remap::FilenameTooLong)
         );
         // ext4 keeps every character but NUL, and is case-sensitive.
+        assert_eq!(place(&mut p, "b", "nul\0.txt"), file("b/nul.txt"));
         assert_eq!(place(&mut p, "b", "a:b?.txt"), file("b/a:b?.txt"));
         assert_eq!(place(&mut p, "b", "A:B?.txt"), file("b/A:B?.txt"));
     }

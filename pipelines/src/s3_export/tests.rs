@@ -447,3 +447,80 @@ async fn denied_corrupt_and_colliding_objects_get_their_rows() {
     );
     assert!(!dir.path().join("out/secret.txt").exists());
 }
+
+#[tokio::test]
+async fn a_path_the_filesystem_refuses_goes_to_recovery_while_writing() {
+    let store = Arc::new(MemStore::default());
+    store.put("bkt", "taken.txt", pattern(700, 1), Vec::new());
+    store.put("bkt", "zz.txt", pattern(70, 2), Vec::new());
+    let m = manifest(
+        "fileSystem: EXT4\noperations:\n  - exportBucket: bkt\n    targetDirectory: out\n",
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // Something the plan cannot know about already sits at the first key's path.
+    fs::create_dir_all(dir.path().join("out")).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(dir.path().join("out/taken.txt"), b"not ours").unwrap_or_else(|e| panic!("{e}"));
+    let o = export(Arc::clone(&store), &m, dir.path()).await;
+    assert_eq!(
+        statuses(&o),
+        vec![
+            row(
+                "EXPORT-RECOVERY/0000/0000",
+                301,
+                "MovedPermanently",
+                "bkt/taken.txt"
+            ),
+            row("out/zz.txt", 200, "OK", "bkt/zz.txt"),
+        ]
+    );
+    assert_eq!(
+        fs::read(dir.path().join("out/taken.txt")).unwrap_or_default(),
+        b"not ours",
+        "an existing file is never overwritten"
+    );
+    let recovered = fs::read(dir.path().join("EXPORT-RECOVERY/0000/0000")).unwrap_or_default();
+    assert_eq!(Some(recovered), store.body("bkt", "taken.txt"));
+}
+
+#[test]
+fn write_errors_map_to_the_guide_codes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let err = |errno: i32| io::Error::from_raw_os_error(errno);
+    let code = |w: Written| match w {
+        Written::Refused(why) => format!("301 {}", why.code()),
+        Written::NoSpace => "499".to_owned(),
+        Written::Failed(status) => format!("{} {}", status.columns().0, status.columns().1),
+        Written::Done { .. } => "200".to_owned(),
+    };
+    let root = dir.path();
+    // No space while creating, but the filesystem has room: only that directory is full.
+    assert_eq!(
+        code(write_failure(root, &err(28), true)),
+        "301 DirectoryFull"
+    );
+    assert_eq!(code(write_failure(root, &err(28), false)), "499");
+    assert_eq!(
+        code(write_failure(root, &err(31), true)),
+        "301 DirectoryFull"
+    );
+    assert_eq!(
+        code(write_failure(root, &err(36), true)),
+        "301 FilenameTooLong"
+    );
+    assert_eq!(
+        code(write_failure(root, &err(84), true)),
+        "301 InvalidFilename"
+    );
+    assert_eq!(
+        code(write_failure(root, &err(17), true)),
+        "301 MovedPermanently"
+    );
+    assert_eq!(
+        code(write_failure(root, &err(27), false)),
+        "413 FileTooLarge"
+    );
+    assert_eq!(
+        code(write_failure(root, &err(5), false)),
+        "508 UnableToWrite"
+    );
+}
