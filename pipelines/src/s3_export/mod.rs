@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
@@ -167,13 +168,16 @@ pub async fn run(
         store,
         memory: Arc::new(Semaphore::new(permits(options.memory_cap.max(CHUNK)))),
         requests: Arc::new(Semaphore::new(options.concurrency.max(1))),
+        written: AtomicU64::new(0),
+        activity: AtomicU64::new(0),
     });
+    let mut reporter = Reporter::new(progress);
     let mut disk_full = false;
     let mut start = 0;
     let mut width = options.concurrency.max(1);
     while start < items.len() {
         let (done, no_space) =
-            write_window(&ctx, &mut items[start..], width, &planner, progress).await;
+            write_window(&ctx, &mut items[start..], width, &planner, &mut reporter).await;
         match no_space {
             None => break,
             Some(at) if width == 1 => {
@@ -196,7 +200,7 @@ pub async fn run(
         }
     }
 
-    verify(&ctx, &mut items).await;
+    verify(&ctx, &mut items, &mut reporter).await;
 
     let rows: Vec<LogRow> = items.into_iter().map(|i| i.row).collect();
     let errors = rows.iter().filter(|r| r.status != RowStatus::Ok).count() as u64;
@@ -328,7 +332,41 @@ struct Context {
     store: Arc<dyn ObjectStore>,
     memory: Arc<Semaphore>,
     requests: Arc<Semaphore>,
+    /// Object bytes written to the device so far.
+    written: AtomicU64,
+    /// Chunks written or re-read so far: a sign of life while one large file takes long.
+    activity: AtomicU64,
 }
+
+/// Hands what the tasks counted to `progress` (which the tasks cannot hold: it is borrowed).
+struct Reporter<'a> {
+    progress: &'a dyn Progress,
+    written: u64,
+    activity: u64,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(progress: &'a dyn Progress) -> Self {
+        Self {
+            progress,
+            written: 0,
+            activity: 0,
+        }
+    }
+
+    fn report(&mut self, ctx: &Context) {
+        let written = ctx.written.load(Ordering::Relaxed);
+        let activity = ctx.activity.load(Ordering::Relaxed);
+        if written != self.written || activity != self.activity {
+            self.progress.bytes(written.saturating_sub(self.written));
+            self.written = written;
+            self.activity = activity;
+        }
+    }
+}
+
+/// How often counted progress is handed on.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn permits(bytes: u64) -> usize {
     usize::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(usize::MAX >> 4)
@@ -349,8 +387,9 @@ async fn write_window(
     items: &mut [Item],
     width: usize,
     planner: &Mutex<PathPlanner>,
-    progress: &dyn Progress,
+    reporter: &mut Reporter<'_>,
 ) -> (usize, Option<usize>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
     let mut running: JoinSet<(usize, Written)> = JoinSet::new();
     let mut next = 0;
     let mut no_space: Option<usize> = None;
@@ -359,7 +398,7 @@ async fn write_window(
             let item = &items[next];
             if item.row.status.is_writable() {
                 let target = item.row.file.clone();
-                progress.file(&target);
+                reporter.progress.file(&target);
                 let ctx = Arc::clone(ctx);
                 let (bucket, key, size) = (
                     item.bucket.clone(),
@@ -379,7 +418,14 @@ async fn write_window(
             }
             next += 1;
         }
-        let Some(joined) = running.join_next().await else {
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            _ = tick.tick() => {
+                reporter.report(ctx);
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
             break;
         };
         let (index, written) = match joined {
@@ -393,7 +439,6 @@ async fn write_window(
         item.row.time = now();
         match written {
             Written::Done { content_type, etag } => {
-                progress.bytes(item.object.size);
                 item.row.content_type = content_type;
                 item.row.etag = etag;
             }
@@ -434,6 +479,7 @@ async fn write_window(
             }
         }
     }
+    reporter.report(ctx);
     (next, no_space)
 }
 
@@ -546,7 +592,7 @@ async fn download(
     let content_type = first.content_type.clone().unwrap_or_default();
     // The listing's size can be older than the object the GET found.
     let size = first.size;
-    if let Err(e) = write_at(file, 0, first.body).await {
+    if let Err(e) = write_at(ctx, file, 0, first.body).await {
         return write_failure(&ctx.root, &e, false);
     }
     let mut ranges = JoinSet::new();
@@ -564,7 +610,7 @@ async fn download(
             let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag))
                 .await
                 .map_err(Written::Failed)?;
-            write_at(&file, offset, chunk.body)
+            write_at(&ctx, &file, offset, chunk.body)
                 .await
                 .map_err(|e| write_failure(&ctx.root, &e, false))
         });
@@ -627,17 +673,27 @@ struct OwnedChunk {
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
-async fn write_at(file: &Arc<File>, offset: u64, body: bytes::Bytes) -> io::Result<()> {
+async fn write_at(
+    ctx: &Context,
+    file: &Arc<File>,
+    offset: u64,
+    body: bytes::Bytes,
+) -> io::Result<()> {
     let file = Arc::clone(file);
+    let len = body.len() as u64;
     tokio::task::spawn_blocking(move || file.write_all_at(&body, offset))
         .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
+        .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+    ctx.written.fetch_add(len, Ordering::Relaxed);
+    ctx.activity.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Re-reads every written file from the device and compares its MD5 with the object's ETag
 /// (a single-part ETag is the MD5; a multipart one is the MD5 of the parts' MD5s, `-N`). A
 /// file that differs is removed and gets 508 UnableToWrite.
-async fn verify(ctx: &Arc<Context>, items: &mut [Item]) {
+async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<'_>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
     let mut checks = JoinSet::new();
     let threads = Arc::new(Semaphore::new(4));
     for (index, item) in items.iter().enumerate() {
@@ -657,7 +713,15 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item]) {
             (index, check(&ctx, &bucket, &key, &etag, file).await)
         });
     }
-    while let Some(joined) = checks.join_next().await {
+    loop {
+        let joined = tokio::select! {
+            joined = checks.join_next() => joined,
+            _ = tick.tick() => {
+                reporter.report(ctx);
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
         let Ok((index, result)) = joined else {
             continue;
         };
@@ -676,14 +740,14 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item]) {
 
 /// The file's MD5 (hex) when it matches the object's ETag.
 async fn check(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     bucket: &str,
     key: &str,
     etag: &str,
     file: PathBuf,
 ) -> Result<String, String> {
     let Some((_, parts)) = etag.split_once('-') else {
-        let (md5, _) = reread(file, None).await?;
+        let (md5, _) = reread(ctx, file, None).await?;
         return if md5 == etag.to_ascii_lowercase() {
             Ok(md5)
         } else {
@@ -702,7 +766,7 @@ async fn check(
         .await
         .map_err(|e| format!("cannot learn the object's part size: {e}"))?;
     let uniform = vec![first; usize::try_from(parts).unwrap_or(0).saturating_sub(1)];
-    let (md5, composite) = reread(file.clone(), Some(uniform)).await?;
+    let (md5, composite) = reread(ctx, file.clone(), Some(uniform)).await?;
     if composite.as_deref() == Some(etag) {
         return Ok(md5);
     }
@@ -716,7 +780,7 @@ async fn check(
             .map_err(|e| format!("cannot learn the size of part {n}: {e}"))?;
         sizes.push(size);
     }
-    let (md5, composite) = reread(file, Some(sizes)).await?;
+    let (md5, composite) = reread(ctx, file, Some(sizes)).await?;
     match composite {
         Some(c) if c == etag => Ok(md5),
         c => Err(format!(
@@ -729,16 +793,22 @@ async fn check(
 /// Reads `file` from the device (its cached pages dropped first) and returns its MD5 and,
 /// with `parts` (the sizes of every part but the last), the multipart ETag they give.
 async fn reread(
+    ctx: &Arc<Context>,
     file: PathBuf,
     parts: Option<Vec<u64>>,
 ) -> Result<(String, Option<String>), String> {
-    tokio::task::spawn_blocking(move || reread_blocking(&file, parts.as_deref()))
+    let ctx = Arc::clone(ctx);
+    tokio::task::spawn_blocking(move || reread_blocking(&file, parts.as_deref(), &ctx.activity))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot re-read the file: {e}"))
 }
 
-fn reread_blocking(path: &Path, parts: Option<&[u64]>) -> io::Result<(String, Option<String>)> {
+fn reread_blocking(
+    path: &Path,
+    parts: Option<&[u64]>,
+    activity: &AtomicU64,
+) -> io::Result<(String, Option<String>)> {
     let mut file = File::open(path)?;
     // Written pages are clean after the fsync; dropping them makes the read reach the device.
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
@@ -753,6 +823,7 @@ fn reread_blocking(path: &Path, parts: Option<&[u64]>) -> io::Result<(String, Op
         if n == 0 {
             break;
         }
+        activity.fetch_add(1, Ordering::Relaxed);
         whole.update(&buf[..n]);
         let mut data = &buf[..n];
         while let Some(left) = part_left {
