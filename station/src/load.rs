@@ -269,6 +269,11 @@ async fn load_export(
         pipelines::manifest::ExportFileSystem::Ntfs => ExportFsKind::Ntfs,
     };
     let work_dir = config.data_dir.join("export").join(job_id);
+    // A run of this job that was killed mid-export left its mounts behind: they go first
+    // (they would hold the device), and the export starts again from the formatting.
+    for undone in drivers::export_fs::clean_up(&work_dir) {
+        tracing::warn!(job = job_id, "left by an interrupted export: {undone}");
+    }
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create the export directory {}", work_dir.display()))?;
     let container_name = format!("{job_id}.tc");

@@ -993,6 +993,123 @@ fn a_pin_pad_device_waits_for_the_operator_to_unlock_it() {
     assert_eq!(dock.job(&job_id)["progress"], "DeviceError");
 }
 
+/// The guide's TSTDA export of myawsbucket onto `file_system`, in a TrueCrypt container.
+fn export_manifest(file_system: &str) -> String {
+    crate::load::guide("tstda")
+        .replace("manifestVersion: 1.2\n", "manifestVersion: 2.0\n")
+        .replace(
+            "fileSystem: FAT32\n",
+            &format!("fileSystem: {file_system}\ntrueCryptPassword: correct horse battery\nnotificationEmail: jane@example.net\n"),
+        )
+}
+
+/// The customer's export device: FAT32 (any filesystem would do) with the SIGNATURE file in
+/// its root, `mib` MiB.
+fn signed_disk(dir: &Path, signature: &str, mib: u64) -> PathBuf {
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(mib << 20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mkfs = Command::new("mkfs.vfat")
+        .args(["-F", "32"])
+        .arg(&disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
+    assert!(mkfs.success());
+    let sig = dir.join("SIGNATURE");
+    std::fs::write(&sig, signature).unwrap_or_else(|e| panic!("{e}"));
+    let copied = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&disk)
+        .arg(&sig)
+        .arg("::/SIGNATURE")
+        .status()
+        .unwrap_or_else(|e| panic!("mcopy: {e}"));
+    assert!(copied.success());
+    disk
+}
+
+/// Mount points under `dir`, and loop devices on files under it.
+fn export_plumbing(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&dir)))
+        .map(str::to_owned)
+        .collect();
+    let losetup = Command::new("losetup")
+        .arg("-a")
+        .output()
+        .unwrap_or_else(|e| panic!("losetup: {e}"));
+    found.extend(
+        String::from_utf8_lossy(&losetup.stdout)
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(str::to_owned),
+    );
+    found
+}
+
+#[test]
+fn an_export_killed_mid_transfer_starts_again_and_leaves_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dock = Dock::new("");
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut objects = std::collections::BTreeMap::new();
+    for (key, len) in [("a.bin", 12usize << 20), ("b.txt", 5000)] {
+        let file = work.path().join(key);
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        dock.s3(&[
+            "s3",
+            "cp",
+            &file.display().to_string(),
+            &format!("s3://myawsbucket/{key}"),
+        ]);
+        objects.insert(format!("myawsbucket/{key}"), bytes);
+    }
+    let (job_id, signature) = dock.create_job_of("Export", &export_manifest("EXT4"));
+    let disk = signed_disk(work.path(), &signature, 64);
+    let plumbing_dir = dock.dir.path().join("data").join("export");
+
+    // The store stops answering: the device is formatted and mounted, the export waits.
+    let moto = dock._moto.0.id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &moto]).status();
+    assert!(stop.is_ok_and(|s| s.success()));
+    let device = Loop::attach(&disk);
+    let start = Instant::now();
+    // Outer ext4, the FUSE plaintext, the inner ext4 and its loop device.
+    while export_plumbing(&plumbing_dir).len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the export never mounted its layers: {:?}\n{}",
+            export_plumbing(&plumbing_dir),
+            dock.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    dock.kill();
+    let _ = Command::new("kill").args(["-CONT", &moto]).status();
+    assert!(!export_plumbing(&plumbing_dir).is_empty());
+
+    // A new daemon takes the leftovers down, formats again and exports.
+    dock.start();
+    let view = dock.wait_bay(&device.bay(), 180, final_state);
+    assert_eq!(view["state"], "done", "{view}\n{}", dock.log());
+    assert_eq!(dock.job(&job_id)["progress"], "Complete");
+    assert_eq!(export_plumbing(&plumbing_dir), Vec::<String>::new());
+    drop(device);
+    let plain = crate::export::decrypt(&disk, &job_id, "correct horse battery", work.path());
+    let mount = crate::export::Mount::new(&plain, &work.path().join("mnt"), false);
+    assert!(
+        crate::export::files(&mount.0) == objects,
+        "the files are not the objects"
+    );
+}
+
 #[test]
 fn an_export_device_is_formatted_written_and_not_erased() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -1015,37 +1132,9 @@ fn an_export_device_is_formatted_written_and_not_erased() {
         ]);
         objects.insert(format!("myawsbucket/{key}"), bytes);
     }
-    let manifest = crate::load::guide("tstda")
-        .replace("manifestVersion: 1.2\n", "manifestVersion: 2.0\n")
-        .replace(
-            "fileSystem: FAT32\n",
-            "fileSystem: NTFS\ntrueCryptPassword: correct horse battery\nnotificationEmail: jane@example.net\n",
-        );
-    let (job_id, signature) = dock.create_job_of("Export", &manifest);
+    let (job_id, signature) = dock.create_job_of("Export", &export_manifest("NTFS"));
 
-    // The customer's device: any filesystem with the SIGNATURE file in its root.
-    let disk = work.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .and_then(|f| f.set_len(64 << 20))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mkfs = Command::new("mkfs.vfat")
-        .args(["-F", "32"])
-        .arg(&disk)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
-    assert!(mkfs.success());
-    let sig = work.path().join("SIGNATURE");
-    std::fs::write(&sig, &signature).unwrap_or_else(|e| panic!("{e}"));
-    let copied = Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(&disk)
-        .arg(&sig)
-        .arg("::/SIGNATURE")
-        .status()
-        .unwrap_or_else(|e| panic!("mcopy: {e}"));
-    assert!(copied.success());
+    let disk = signed_disk(work.path(), &signature, 64);
 
     {
         let device = Loop::attach(&disk);

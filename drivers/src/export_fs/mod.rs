@@ -73,6 +73,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1157,6 +1158,78 @@ fn wait_exit(child: &mut Child, source: &Path, log: &Path) -> Result<(), ExportF
             waited: EXIT_TIMEOUT,
         }),
     }
+}
+
+/// What a process killed in the middle of an export left under `work_dir` (its mounts, the
+/// loop devices on files there), taken down: the inner filesystems and their loop devices
+/// first, then the FUSE and outer mounts, newest first, lazily when a plain unmount fails.
+/// Returns what it undid, for the log. Nothing may be using `work_dir` meanwhile.
+pub fn clean_up(work_dir: &Path) -> Vec<String> {
+    let mut undone = Vec::new();
+    let under = |p: &Path| p.starts_with(work_dir);
+    let loops_here = || -> Vec<(PathBuf, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir("/sys/block") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+                let backing = PathBuf::from(backing.trim_end_matches('\n'));
+                under(&backing).then(|| (Path::new("/dev").join(e.file_name()), backing))
+            })
+            .collect()
+    };
+    let take_down = |mounts: Vec<(PathBuf, PathBuf)>, undone: &mut Vec<String>| {
+        for (point, source) in mounts.into_iter().rev() {
+            let plain = unmount(&point, &source).is_ok();
+            if !plain {
+                let _ = quiet("umount", &[OsStr::new("-l"), point.as_os_str()]);
+            }
+            undone.push(format!(
+                "unmounted {} (from {}){}",
+                point.display(),
+                source.display(),
+                if plain { "" } else { " lazily" }
+            ));
+        }
+    };
+    let inner: Vec<PathBuf> = loops_here().into_iter().map(|(dev, _)| dev).collect();
+    take_down(
+        mounts_under(work_dir)
+            .into_iter()
+            .filter(|(_, source)| inner.contains(source))
+            .collect(),
+        &mut undone,
+    );
+    for (device, backing) in loops_here() {
+        if detach(&device, &backing).is_ok() {
+            undone.push(format!(
+                "detached {} from {}",
+                device.display(),
+                backing.display()
+            ));
+        }
+    }
+    take_down(mounts_under(work_dir), &mut undone);
+    undone
+}
+
+/// The mounts whose mount point is under `dir`, in mount order: (mount point, source).
+fn mounts_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .filter_map(|line| {
+            let point = line.split(' ').nth(4)?;
+            let source = line.split(" - ").nth(1)?.split(' ').nth(1)?;
+            let point = PathBuf::from(OsString::from_vec(unescape_mount_field(point)));
+            let source = PathBuf::from(OsString::from_vec(unescape_mount_field(source)));
+            point.starts_with(dir).then_some((point, source))
+        })
+        .collect()
 }
 
 /// Whether `dir` is a mount point in this process's mount namespace.

@@ -105,6 +105,10 @@ async fn serve(config: Config, endpoint_url: Option<String>) -> anyhow::Result<(
     });
     let console =
         station::console::server::bind(&config.console.socket, config.console.group.as_deref())?;
+    // No export runs yet: whatever a killed daemon left mounted for one comes down now.
+    for undone in drivers::export_fs::clean_up(&config.data_dir.join("export")) {
+        tracing::warn!("left by an interrupted export: {undone}");
+    }
     let station = Station::new(config.clone(), store, endpoint_url);
 
     // udev events (and the devices present at start) reach the orchestrator in order.
