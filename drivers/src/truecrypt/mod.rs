@@ -11,6 +11,8 @@
 mod create;
 mod header;
 mod kdf;
+#[allow(unsafe_code)]
+mod vaes;
 mod xts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

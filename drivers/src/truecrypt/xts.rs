@@ -15,10 +15,13 @@ use cipher::{
 use serpent::Serpent;
 use twofish::Twofish;
 
+use super::vaes::{self, XtsAes};
+
 /// Bytes in one XTS data unit, whatever the volume's sector size.
 pub const UNIT: usize = 512;
 /// Units handled per batch: 8 KiB stays in L1 across the passes of a cascade.
 const BATCH_UNITS: usize = 16;
+const _: () = assert!(BATCH_UNITS <= vaes::MAX_UNITS);
 
 type Block = GenericArray<u8, U16>;
 
@@ -131,6 +134,8 @@ impl Engine {
 struct XtsCipher {
     data: Engine,
     tweak: Engine,
+    /// The same AES keys scheduled for the VAES path, when the CPU has it.
+    vaes: Option<Box<XtsAes>>,
 }
 
 /// The master keys of a volume, scheduled: encrypts and decrypts data units.
@@ -150,6 +155,11 @@ impl ChainKeys {
     /// Schedules `chain` from a key area laid out as TrueCrypt does: the primary keys of every
     /// cipher, then their tweak keys, 32 bytes each, in encryption order. `None` if `key` is short.
     pub fn new(chain: Chain, key: &[u8]) -> Option<Self> {
+        Self::with_vaes(chain, key, true)
+    }
+
+    /// [`ChainKeys::new`], with the VAES path for AES only if `vaes` (tests compare the two).
+    fn with_vaes(chain: Chain, key: &[u8], vaes: bool) -> Option<Self> {
         let kinds = chain.ciphers();
         let n = kinds.len();
         if key.len() < 64 * n {
@@ -157,9 +167,17 @@ impl ChainKeys {
         }
         let mut ciphers = Vec::with_capacity(n);
         for (i, &kind) in kinds.iter().enumerate() {
-            let data = Engine::new(kind, key.get(32 * i..32 * i + 32)?)?;
-            let tweak = Engine::new(kind, key.get(32 * (n + i)..32 * (n + i) + 32)?)?;
-            ciphers.push(XtsCipher { data, tweak });
+            let data_key = key.get(32 * i..32 * i + 32)?;
+            let tweak_key = key.get(32 * (n + i)..32 * (n + i) + 32)?;
+            let vaes = match kind {
+                CipherKind::Aes if vaes => XtsAes::new(data_key, tweak_key).map(Box::new),
+                _ => None,
+            };
+            ciphers.push(XtsCipher {
+                data: Engine::new(kind, data_key)?,
+                tweak: Engine::new(kind, tweak_key)?,
+                vaes,
+            });
         }
         Some(Self { chain, ciphers })
     }
@@ -176,7 +194,7 @@ impl ChainKeys {
     }
 
     fn run(&self, buf: &mut [u8], first_unit: u64, encrypt: bool) {
-        debug_assert!(buf.len() % 16 == 0);
+        debug_assert!(buf.len().is_multiple_of(16));
         let units = buf.len().div_ceil(UNIT);
         let mut scratch = Scratch::new(units.min(BATCH_UNITS));
         for (batch_index, batch) in buf.chunks_mut(UNIT * BATCH_UNITS).enumerate() {
@@ -210,6 +228,10 @@ impl Scratch {
 
 impl XtsCipher {
     fn pass(&self, batch: &mut [u8], first_unit: u64, encrypt: bool, s: &mut Scratch) {
+        if let Some(vaes) = &self.vaes {
+            vaes.pass(batch, first_unit, encrypt);
+            return;
+        }
         match (&self.data, &self.tweak) {
             (Engine::Aes(d), Engine::Aes(t)) => {
                 xts_batch(&**d, &**t, batch, first_unit, encrypt, s)
@@ -357,6 +379,40 @@ mod tests {
             keys.encrypt(unit, 0xfe + i as u64);
         }
         assert_eq!(long, by_unit);
+    }
+
+    /// The VAES path (where the CPU has it) and the portable one agree, both ways, on whole
+    /// batches, a short last batch, short units (the 448-byte header, single blocks) and unit
+    /// numbers around the tweak's carries.
+    #[test]
+    fn vaes_and_portable_aes_agree() {
+        let key: Vec<u8> = (0..128u32).map(|i| (i * 37 + 11) as u8).collect();
+        for chain in [Chain::Aes, Chain::SerpentAes, Chain::AesTwofish] {
+            let fast = ChainKeys::new(chain, &key).unwrap_or_else(|| panic!("{chain}"));
+            let portable =
+                ChainKeys::with_vaes(chain, &key, false).unwrap_or_else(|| panic!("{chain}"));
+            // Where the CPU has VAES, the comparison must really be between the two paths.
+            let uses_vaes = |k: &ChainKeys| k.ciphers.iter().any(|c| c.vaes.is_some());
+            assert_eq!(uses_vaes(&fast), vaes::supported(), "{chain}");
+            assert!(!uses_vaes(&portable));
+            for len in [16, 80, 448, UNIT, UNIT * 3 + 448, UNIT * 40, UNIT * 16 + 16] {
+                for first in [0, 0xfe, u64::MAX - 2, 0x8000_0000_0000_0000] {
+                    let plain: Vec<u8> = (0..len).map(|i| (i * 13 % 253) as u8).collect();
+                    let mut a = plain.clone();
+                    let mut b = plain.clone();
+                    fast.encrypt(&mut a, first);
+                    portable.encrypt(&mut b, first);
+                    assert_eq!(a, b, "{chain} encrypt, {len} bytes from unit {first:#x}");
+                    fast.decrypt(&mut a, first);
+                    portable.decrypt(&mut b, first);
+                    assert_eq!(
+                        a, plain,
+                        "{chain} decrypt, {len} bytes from unit {first:#x}"
+                    );
+                    assert_eq!(b, plain);
+                }
+            }
+        }
     }
 
     #[test]
