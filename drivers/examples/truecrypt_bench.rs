@@ -79,6 +79,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let seconds = started.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu_start;
             println!("volume: {}", volume.info());
+            println!("aes-xts: {}", drivers::truecrypt::aes_xts_backend());
             println!("read: {size} bytes");
             println!("plaintext zeros: {zeros}");
             println!("seconds: {seconds:.3}");

@@ -36,6 +36,16 @@ pub const MAX_PASSWORD: usize = 64;
 /// The longest VeraCrypt password, in bytes.
 pub const MAX_VERACRYPT_PASSWORD: usize = 128;
 
+/// Which AES-XTS code this CPU runs, for the logs and benchmarks: the VAES/AVX-512 kernel, or
+/// RustCrypto's `aes` (AES-NI when the CPU has it, else constant-time software).
+pub fn aes_xts_backend() -> &'static str {
+    if vaes::supported() {
+        "VAES/AVX-512"
+    } else {
+        "RustCrypto aes (AES-NI or software)"
+    }
+}
+
 /// What went wrong opening or creating a volume.
 #[derive(Debug, thiserror::Error)]
 pub enum TrueCryptError {
