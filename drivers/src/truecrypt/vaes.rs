@@ -84,26 +84,30 @@ impl XtsAes {
         None
     }
 
-    /// One XTS pass over `batch` (at most 16 units; the last may be short), whose first unit
-    /// has number `first_unit`: decrypts or encrypts in place.
-    pub(super) fn pass(&self, batch: &mut [u8], first_unit: u64, encrypt: bool) {
-        debug_assert!(batch.len().is_multiple_of(16));
-        debug_assert!(batch.len() <= MAX_UNITS * UNIT);
+    /// One XTS pass over `buf` (a multiple of 16 bytes; a last unit may be short), whose first
+    /// unit has number `first_unit`: decrypts or encrypts in place.
+    pub(super) fn pass(&self, buf: &mut [u8], first_unit: u64, encrypt: bool) {
+        debug_assert!(buf.len().is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `XtsAes` exists only if `new` found AES-NI, VAES, VPCLMULQDQ, AVX-512F
-        // and AVX-512BW on this CPU.
-        unsafe {
-            if encrypt {
-                xts_batch::<true>(self, batch, first_unit);
-            } else {
-                xts_batch::<false>(self, batch, first_unit);
+        for (i, batch) in buf.chunks_mut(MAX_UNITS * UNIT).enumerate() {
+            let unit = first_unit.wrapping_add((i * MAX_UNITS) as u64);
+            // SAFETY: an `XtsAes` exists only if `new` found AES-NI, VAES, VPCLMULQDQ,
+            // AVX-512F and AVX-512BW on this CPU.
+            unsafe {
+                if encrypt {
+                    xts_batch::<true>(self, batch, unit);
+                } else {
+                    xts_batch::<false>(self, batch, unit);
+                }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (buf, first_unit, encrypt);
     }
 }
 
-/// Most units in one [`XtsAes::pass`]: their tweaks are encrypted together, four registers.
-pub(super) const MAX_UNITS: usize = 16;
+/// Units per kernel call: their first tweaks are encrypted together, in four registers.
+const MAX_UNITS: usize = 16;
 
 /// AES-256 key expansion with `aeskeygenassist`; with `dec`, also the decryption schedule.
 ///
@@ -224,6 +228,7 @@ fn mul_xk<const K: u32, const BACK: u32>(t: __m512i, poly: __m512i) -> __m512i {
 }
 
 /// Multiplies a tweak by x in GF(2^128), little-endian as IEEE 1619 lays it out.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn mul_x(t: u128) -> u128 {
     (t << 1) ^ ((t >> 127) * 0x87)
@@ -285,7 +290,7 @@ fn broadcast_all(keys: &[u128; ROUND_KEYS]) -> [__m512i; ROUND_KEYS] {
     out
 }
 
-/// One XTS pass over at most [`MAX_UNITS`] units.
+/// One XTS pass over at most [`MAX_UNITS`] units (any more are left alone).
 ///
 /// # Safety
 ///
