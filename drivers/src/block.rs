@@ -317,6 +317,14 @@ impl ReadAt for BlockDevice {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    fn buffer_alignment(&self) -> usize {
+        if self.is_direct() {
+            BUFFER_ALIGN
+        } else {
+            1
+        }
+    }
 }
 
 #[cfg(test)]

@@ -92,22 +92,55 @@ impl XtsAes {
     /// One XTS pass over `buf` (a multiple of 16 bytes; a last unit may be short), whose first
     /// unit has number `first_unit`: decrypts or encrypts in place.
     pub(super) fn pass(&self, buf: &mut [u8], first_unit: u64, encrypt: bool) {
-        debug_assert!(buf.len().is_multiple_of(16));
+        let p = buf.as_mut_ptr();
+        // SAFETY: `p` is valid for reads and writes of `buf.len()` bytes, and the source and
+        // destination are the same bytes (the kernel loads a group before it stores it).
+        unsafe { self.run(p, p, buf.len(), first_unit, encrypt) }
+    }
+
+    /// [`XtsAes::pass`] from `src` into `dst`, which must be as long.
+    ///
+    /// # Panics
+    ///
+    /// The lengths differ.
+    pub(super) fn pass_from(&self, src: &[u8], dst: &mut [u8], first_unit: u64, encrypt: bool) {
+        assert_eq!(src.len(), dst.len(), "XTS source and destination lengths");
+        // SAFETY: `src` is valid for reads and `dst` for writes of their (equal) length; a
+        // shared and a mutable borrow cannot overlap.
+        unsafe {
+            self.run(
+                src.as_ptr(),
+                dst.as_mut_ptr(),
+                src.len(),
+                first_unit,
+                encrypt,
+            )
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `src` must be valid for reads and `dst` for writes of `len` bytes, and they must be the
+    /// same pointer or not overlap.
+    unsafe fn run(&self, src: *const u8, dst: *mut u8, len: usize, first_unit: u64, encrypt: bool) {
+        debug_assert!(len.is_multiple_of(16));
         #[cfg(target_arch = "x86_64")]
-        for (i, batch) in buf.chunks_mut(MAX_UNITS * UNIT).enumerate() {
+        for (i, at) in (0..len).step_by(MAX_UNITS * UNIT).enumerate() {
             let unit = first_unit.wrapping_add((i * MAX_UNITS) as u64);
+            let n = (len - at).min(MAX_UNITS * UNIT);
             // SAFETY: an `XtsAes` exists only if `new` found AES-NI, VAES, VPCLMULQDQ,
-            // AVX-512F and AVX-512BW on this CPU.
+            // AVX-512F and AVX-512BW on this CPU; `at + n <= len`, so both ranges stay inside
+            // what the caller vouched for.
             unsafe {
                 if encrypt {
-                    xts_batch::<true>(self, batch, unit);
+                    xts_batch::<true>(self, src.add(at), dst.add(at), n, unit);
                 } else {
-                    xts_batch::<false>(self, batch, unit);
+                    xts_batch::<false>(self, src.add(at), dst.add(at), n, unit);
                 }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (buf, first_unit, encrypt);
+        let _ = (src, dst, len, first_unit, encrypt);
     }
 }
 
@@ -295,15 +328,23 @@ fn broadcast_all(keys: &[u128; ROUND_KEYS]) -> [__m512i; ROUND_KEYS] {
     out
 }
 
-/// One XTS pass over at most [`MAX_UNITS`] units (any more are left alone).
+/// One XTS pass over `len` bytes, at most [`MAX_UNITS`] units (any more are left alone), from
+/// `src` into `dst`.
 ///
 /// # Safety
 ///
-/// The CPU must have AES-NI, VAES, VPCLMULQDQ, AVX-512F and AVX-512BW.
+/// The CPU must have AES-NI, VAES, VPCLMULQDQ, AVX-512F and AVX-512BW. `src` must be valid for
+/// reads and `dst` for writes of `len` bytes, the same pointer or not overlapping.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "aes,vaes,vpclmulqdq,avx512f,avx512bw")]
-unsafe fn xts_batch<const ENCRYPT: bool>(keys: &XtsAes, batch: &mut [u8], first_unit: u64) {
-    let nunits = batch.len().div_ceil(UNIT).min(MAX_UNITS);
+unsafe fn xts_batch<const ENCRYPT: bool>(
+    keys: &XtsAes,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    first_unit: u64,
+) {
+    let nunits = len.div_ceil(UNIT).min(MAX_UNITS);
 
     // The first tweak of each unit, E_k2(unit number): 16 blocks in four registers. (u128s,
     // not bytes: x86-64 is little-endian, as the tweaks are, and 16 words wipe faster than
@@ -326,9 +367,13 @@ unsafe fn xts_batch<const ENCRYPT: bool>(keys: &XtsAes, batch: &mut [u8], first_
     let rk = broadcast_all(if ENCRYPT { &keys.enc } else { &keys.dec });
     let poly = _mm512_set1_epi64(0x87);
 
-    for (unit, &t) in batch.chunks_mut(UNIT).zip(&unit_tweaks) {
+    for (u, &t) in unit_tweaks.iter().enumerate().take(nunits) {
+        let at = u * UNIT;
+        let unit_len = (len - at).min(UNIT);
+        // SAFETY: `at < len`: inside both ranges the caller vouched for.
+        let (from, to) = unsafe { (src.add(at), dst.add(at)) };
         let t0 = first_four(t);
-        if unit.len() == UNIT {
+        if unit_len == UNIT {
             // Eight registers: the tweaks of blocks 4i..4i+3 are those of blocks 0..3 times x^4i.
             let tweaks = [
                 t0,
@@ -340,34 +385,33 @@ unsafe fn xts_batch<const ENCRYPT: bool>(keys: &XtsAes, batch: &mut [u8], first_
                 mul_xk::<24, 40>(t0, poly),
                 mul_xk::<28, 36>(t0, poly),
             ];
-            let p = unit.as_mut_ptr();
             let mut x = [_mm512_setzero_si512(); 8];
             for (i, (v, tweak)) in x.iter_mut().zip(&tweaks).enumerate() {
-                // SAFETY: `unit` is 512 bytes: 64-byte loads at 0, 64, ... 448 stay inside it.
-                *v = _mm512_xor_si512(unsafe { _mm512_loadu_si512(p.add(64 * i).cast()) }, *tweak);
+                // SAFETY: the unit is 512 bytes from `from`: 64-byte loads at 0, 64, ... 448
+                // stay inside it. All eight are loaded before any store (in-place calls).
+                let block = unsafe { _mm512_loadu_si512(from.add(64 * i).cast()) };
+                *v = _mm512_xor_si512(block, *tweak);
             }
             rounds::<ENCRYPT, 8>(&mut x, &rk);
             for (i, (v, tweak)) in x.iter().zip(&tweaks).enumerate() {
-                // SAFETY: as for the loads.
-                unsafe { _mm512_storeu_si512(p.add(64 * i).cast(), _mm512_xor_si512(*v, *tweak)) };
+                // SAFETY: as for the loads, 512 bytes from `to`.
+                unsafe { _mm512_storeu_si512(to.add(64 * i).cast(), _mm512_xor_si512(*v, *tweak)) };
             }
         } else {
             // A short unit (the 448-byte header): four blocks at a time, the last group masked.
             let mut t4 = t0;
-            for group in unit.chunks_mut(64) {
-                let mask: u64 = if group.len() == 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << group.len()) - 1
-                };
-                let p = group.as_mut_ptr();
-                // SAFETY: the mask covers `group.len()` bytes from `p`, all inside `group`;
-                // masked-off bytes are neither read nor written, and cannot fault.
-                let v = unsafe { _mm512_maskz_loadu_epi8(mask, p.cast()) };
-                let mut x = [_mm512_xor_si512(v, t4)];
+            for g in (0..unit_len).step_by(64) {
+                let n = (unit_len - g).min(64);
+                let mask: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+                // SAFETY: the mask covers `n` bytes from `from + g` and `to + g`, inside the
+                // unit; masked-off bytes are neither read nor written, and cannot fault.
+                let block = unsafe { _mm512_maskz_loadu_epi8(mask, from.add(g).cast()) };
+                let mut x = [_mm512_xor_si512(block, t4)];
                 rounds::<ENCRYPT, 1>(&mut x, &rk);
                 // SAFETY: as for the load.
-                unsafe { _mm512_mask_storeu_epi8(p.cast(), mask, _mm512_xor_si512(x[0], t4)) };
+                unsafe {
+                    _mm512_mask_storeu_epi8(to.add(g).cast(), mask, _mm512_xor_si512(x[0], t4))
+                };
                 t4 = mul_xk::<4, 60>(t4, poly);
             }
         }
