@@ -17,6 +17,14 @@
 # (goal, issue 8: >= 0.8), and the time of one full wrong-password trial round (4 PRFs x 5
 # header locations x 8 chains, on all cores).
 #
+# Our AES-XTS code is chosen at run time, and `aes-xts:` names the one that ran: the VAES /
+# AVX-512 kernel (`truecrypt::vaes`) where the CPU has it, else RustCrypto's `aes` (AES-NI). The
+# ratio therefore depends on the CPU: on the Zen 4 build host (OpenSSL 3.0, whose XTS uses
+# 128-bit AES-NI) the VAES reader measured 1.22-1.54x over nine runs, the AES-NI one
+# 0.52-0.59x; about half of our read's CPU time is now the kernel's copy out of the page cache.
+# (`truecrypt_bench read-direct PATH` reads the way an import reads a device, O_DIRECT into a
+# Vec; it is disk-bound, so it is not part of this comparison.)
+#
 # Needs cargo, openssl and taskset (util-linux); installs nothing. The binary is built into
 # the repository's target directory (or $CARGO_TARGET_DIR when set, as cargo does).
 set -euo pipefail

@@ -3,6 +3,9 @@
 //!   truecrypt_bench create PATH BYTES    a new AES / SHA-512 container of BYTES (encrypted zeros)
 //!   truecrypt_bench read PATH            open it, read the whole data area through the view
 //!   truecrypt_bench trial PATH           one full trial round with a wrong password
+//!   truecrypt_bench read-direct PATH     as `read`, but as an import reads a device: through
+//!                                        `BlockDevice` (`O_DIRECT`) into a `Vec` (not
+//!                                        page-aligned); disk-bound, so compare CPU time
 //!
 //! The password is `bench password`. Figures go to stdout as `key: value` lines.
 
@@ -10,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use drivers::block::BlockDevice;
 use drivers::block_write::{WritableDevice, WriteAt};
 use drivers::source::{ImageFile, ReadAt};
 use drivers::truecrypt::{create, open, CreateOptions, CreatePrf, DataFill, OpenOptions};
@@ -60,8 +64,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("seconds: {seconds:.3}");
             println!("write MB/s: {:.0}", mb_per_s(view.size(), seconds));
         }
-        ["read", path] => {
-            let source: Arc<dyn ReadAt> = Arc::new(ImageFile::open(Path::new(path))?);
+        [mode @ ("read" | "read-direct"), path] => {
+            let source: Arc<dyn ReadAt> = if mode == "read" {
+                Arc::new(ImageFile::open(Path::new(path))?)
+            } else {
+                Arc::new(BlockDevice::open(Path::new(path))?)
+            };
+            let source_alignment = source.buffer_alignment();
             let volume = open(source, PASSWORD, &[], &OpenOptions::default())?;
             let mut buf = vec![0u8; CHUNK];
             let size = volume.size();
@@ -79,6 +88,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let seconds = started.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu_start;
             println!("volume: {}", volume.info());
+            println!("aes-xts: {}", drivers::truecrypt::aes_xts_backend());
+            println!(
+                "buffer: {} (source wants {}-byte alignment)",
+                if buf.as_ptr().addr().is_multiple_of(4096) {
+                    "page-aligned"
+                } else {
+                    "not page-aligned"
+                },
+                source_alignment
+            );
             println!("read: {size} bytes");
             println!("plaintext zeros: {zeros}");
             println!("seconds: {seconds:.3}");
@@ -94,9 +113,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("opened: {}", result.is_ok());
             println!("trial seconds: {seconds:.3}");
         }
-        _ => {
-            return Err("usage: truecrypt_bench create PATH BYTES | read PATH | trial PATH".into())
-        }
+        _ => return Err(
+            "usage: truecrypt_bench create PATH BYTES | read PATH | read-direct PATH | trial PATH"
+                .into(),
+        ),
     }
     Ok(())
 }

@@ -236,9 +236,9 @@ impl BlockDevice {
     /// through bounce buffers of at most [`MAX_BOUNCE`] bytes.
     fn read_direct(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let align = self.align;
-        let aligned = offset % align == 0
-            && (buf.len() as u64) % align == 0
-            && buf.as_ptr().addr() % BUFFER_ALIGN == 0;
+        let aligned = offset.is_multiple_of(align)
+            && (buf.len() as u64).is_multiple_of(align)
+            && buf.as_ptr().addr().is_multiple_of(BUFFER_ALIGN);
         if aligned {
             let n = self.pread_direct(offset, buf)?;
             return if n == buf.len() {
@@ -316,6 +316,14 @@ impl ReadAt for BlockDevice {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn buffer_alignment(&self) -> usize {
+        if self.is_direct() {
+            BUFFER_ALIGN
+        } else {
+            1
+        }
     }
 }
 

@@ -213,9 +213,9 @@ impl WritableDevice {
 
     fn is_aligned(&self, offset: u64, buf: &[u8]) -> bool {
         self.direct
-            && offset % self.align == 0
-            && (buf.len() as u64) % self.align == 0
-            && buf.as_ptr().addr() % BUFFER_ALIGN == 0
+            && offset.is_multiple_of(self.align)
+            && (buf.len() as u64).is_multiple_of(self.align)
+            && buf.as_ptr().addr().is_multiple_of(BUFFER_ALIGN)
     }
 
     /// The descriptor for requests that cannot go direct, opened on first use.

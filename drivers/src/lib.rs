@@ -4,8 +4,8 @@
 //! readers and writers live here, and know nothing of jobs. Customer media are untrusted input:
 //! they are read through our own positional-read stack, never mounted.
 //!
-//! `unsafe` is denied in the whole crate; the one ioctl module allows it, with a `SAFETY`
-//! comment on every block.
+//! `unsafe` is denied in the whole crate; two small modules allow it, with a `SAFETY` comment
+//! on every block: the ioctls, and the VAES/AVX-512 AES-XTS kernel (`truecrypt::vaes`).
 
 #![deny(unsafe_code)]
 

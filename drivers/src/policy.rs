@@ -224,7 +224,7 @@ pub fn check(identity: &DeviceIdentity, limits: &PolicyLimits) -> Result<(), Ref
 /// `16 TB` for 16e12 bytes; falls back to one decimal.
 fn whole_units(bytes: u64) -> String {
     for (unit, size) in [("TB", 1_000_000_000_000u64), ("GB", 1_000_000_000)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }

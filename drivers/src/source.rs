@@ -53,6 +53,13 @@ pub trait ReadAt: Send + Sync {
 
     /// The device path or image name (with the partition, if any), for error messages.
     fn describe(&self) -> String;
+
+    /// The memory alignment a buffer needs for a read to land in it straight from the device
+    /// (a page, for an `O_DIRECT` [`BlockDevice`](crate::block::BlockDevice)); any other buffer
+    /// is served through a bounce buffer and a copy. 1 when any buffer will do.
+    fn buffer_alignment(&self) -> usize {
+        1
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
@@ -65,6 +72,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+    fn buffer_alignment(&self) -> usize {
+        (**self).buffer_alignment()
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -76,6 +86,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn buffer_alignment(&self) -> usize {
+        (**self).buffer_alignment()
     }
 }
 
@@ -256,6 +269,9 @@ impl<R: ReadAt> ReadAt for Slice<R> {
     }
     fn describe(&self) -> String {
         self.name.clone()
+    }
+    fn buffer_alignment(&self) -> usize {
+        self.inner.buffer_alignment()
     }
 }
 

@@ -95,7 +95,7 @@ pub fn create<W: WriteAt, R: CryptoRng + ?Sized>(
         device: device.clone(),
         what,
     };
-    if size % 512 != 0 || size < MIN_CREATE_SIZE {
+    if !size.is_multiple_of(512) || size < MIN_CREATE_SIZE {
         return Err(bad(format!(
             "{size} bytes: the size must be a multiple of 512 and at least {MIN_CREATE_SIZE}"
         )));

@@ -11,10 +11,12 @@
 mod create;
 mod header;
 mod kdf;
+#[allow(unsafe_code)]
+mod vaes;
 mod xts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
@@ -23,6 +25,7 @@ pub use header::{parse_header, seal_crcs, Header, HeaderError, HeaderLocation, M
 pub use kdf::Prf;
 pub use xts::{Chain, CipherKind};
 
+use crate::block::AlignedBuf;
 use crate::block_write::{WriteAt, WriteError};
 use crate::source::{IoError, ReadAt};
 use header::{AREA_LEN, HEADER_LEN, SALT_LEN};
@@ -33,6 +36,16 @@ use xts::{ChainKeys, UNIT};
 pub const MAX_PASSWORD: usize = 64;
 /// The longest VeraCrypt password, in bytes.
 pub const MAX_VERACRYPT_PASSWORD: usize = 128;
+
+/// Which AES-XTS code this CPU runs, for the logs and benchmarks: the VAES/AVX-512 kernel, or
+/// RustCrypto's `aes` (AES-NI when the CPU has it, else constant-time software).
+pub fn aes_xts_backend() -> &'static str {
+    if vaes::supported() {
+        "VAES/AVX-512"
+    } else {
+        "RustCrypto aes (AES-NI or software)"
+    }
+}
 
 /// What went wrong opening or creating a volume.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +220,9 @@ pub struct Volume {
     source: Arc<dyn ReadAt>,
     keys: Arc<ChainKeys>,
     info: VolumeInfo,
+    /// An aligned buffer reused by reads into buffers the source cannot fill directly (it only
+    /// ever holds ciphertext).
+    aligned: Mutex<Option<AlignedBuf>>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -234,18 +250,61 @@ impl Volume {
 impl ReadAt for Volume {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         check_bounds(&self.describe(), &self.info, offset, buf.len())?;
-        read_decrypt(
-            &*self.source,
-            &self.keys,
-            self.info.data_offset + offset,
-            buf,
-        )
+        let abs = self.info.data_offset + offset;
+        // Where the whole units start in `buf`: that is what the source reads into.
+        let head = (UNIT - (abs % UNIT as u64) as usize) % UNIT;
+        let align = self.source.buffer_alignment();
+        if align > 1
+            && buf.len() >= head + UNIT
+            && !(buf.as_ptr().addr() + head).is_multiple_of(align)
+        {
+            return self.read_through_aligned(abs, head, buf);
+        }
+        read_decrypt(&*self.source, &self.keys, abs, buf)
     }
     fn size(&self) -> u64 {
         self.info.data_size
     }
     fn describe(&self) -> String {
         describe_volume(&self.source.describe(), &self.info)
+    }
+}
+
+/// The most bytes one read puts through [`Volume`]'s aligned buffer: the block device's own
+/// bounce buffer is as large, so the device sees the same requests.
+const MAX_ALIGNED: usize = 8 << 20;
+
+impl Volume {
+    /// Reads for a buffer that is not aligned the way the source wants (a `Vec` handed to an
+    /// `O_DIRECT` device): rather than the source reading into its bounce buffer, copying into
+    /// `buf` and the decryption passing over `buf` again, the source reads straight into an
+    /// aligned buffer of ours and the decryption writes `buf` from it (one pass fewer).
+    /// `head` is the length of the partial unit `buf` starts with (less than `buf.len()`).
+    fn read_through_aligned(&self, abs: u64, head: usize, buf: &mut [u8]) -> Result<(), IoError> {
+        let unit = UNIT as u64;
+        // Partial units at either end: through read_decrypt's one-unit buffer.
+        let body = (buf.len() - head) / UNIT * UNIT;
+        let (first, rest) = buf.split_at_mut(head);
+        let (middle, last) = rest.split_at_mut(body);
+        read_decrypt(&*self.source, &self.keys, abs, first)?;
+        // Taken out of the mutex for the read: a second reader at the same time makes its own.
+        let taken = self.aligned.lock().ok().and_then(|mut slot| slot.take());
+        let want = body.min(MAX_ALIGNED);
+        let mut aligned = match taken {
+            Some(b) if b.len() >= want => b,
+            _ => AlignedBuf::new(want),
+        };
+        let mut at = abs + head as u64;
+        for chunk in middle.chunks_mut(MAX_ALIGNED) {
+            let from = &mut aligned[..chunk.len()];
+            self.source.read_exact_at(at, from)?;
+            self.keys.decrypt_from(from, chunk, at / unit);
+            at += chunk.len() as u64;
+        }
+        if let Ok(mut slot) = self.aligned.lock() {
+            *slot = Some(aligned);
+        }
+        read_decrypt(&*self.source, &self.keys, at, last)
     }
 }
 
@@ -508,6 +567,7 @@ pub fn open(
     Ok(Volume {
         source,
         keys: Arc::new(keys),
+        aligned: Mutex::new(None),
         info: VolumeInfo {
             format: header.magic,
             prf: found.kdf.prf,

@@ -15,6 +15,8 @@ use cipher::{
 use serpent::Serpent;
 use twofish::Twofish;
 
+use super::vaes::XtsAes;
+
 /// Bytes in one XTS data unit, whatever the volume's sector size.
 pub const UNIT: usize = 512;
 /// Units handled per batch: 8 KiB stays in L1 across the passes of a cascade.
@@ -131,6 +133,8 @@ impl Engine {
 struct XtsCipher {
     data: Engine,
     tweak: Engine,
+    /// The same AES keys scheduled for the VAES path, when the CPU has it.
+    vaes: Option<Box<XtsAes>>,
 }
 
 /// The master keys of a volume, scheduled: encrypts and decrypts data units.
@@ -150,6 +154,11 @@ impl ChainKeys {
     /// Schedules `chain` from a key area laid out as TrueCrypt does: the primary keys of every
     /// cipher, then their tweak keys, 32 bytes each, in encryption order. `None` if `key` is short.
     pub fn new(chain: Chain, key: &[u8]) -> Option<Self> {
+        Self::with_vaes(chain, key, true)
+    }
+
+    /// [`ChainKeys::new`], with the VAES path for AES only if `vaes` (tests compare the two).
+    fn with_vaes(chain: Chain, key: &[u8], vaes: bool) -> Option<Self> {
         let kinds = chain.ciphers();
         let n = kinds.len();
         if key.len() < 64 * n {
@@ -157,9 +166,17 @@ impl ChainKeys {
         }
         let mut ciphers = Vec::with_capacity(n);
         for (i, &kind) in kinds.iter().enumerate() {
-            let data = Engine::new(kind, key.get(32 * i..32 * i + 32)?)?;
-            let tweak = Engine::new(kind, key.get(32 * (n + i)..32 * (n + i) + 32)?)?;
-            ciphers.push(XtsCipher { data, tweak });
+            let data_key = key.get(32 * i..32 * i + 32)?;
+            let tweak_key = key.get(32 * (n + i)..32 * (n + i) + 32)?;
+            let vaes = match kind {
+                CipherKind::Aes if vaes => XtsAes::new(data_key, tweak_key).map(Box::new),
+                _ => None,
+            };
+            ciphers.push(XtsCipher {
+                data: Engine::new(kind, data_key)?,
+                tweak: Engine::new(kind, tweak_key)?,
+                vaes,
+            });
         }
         Some(Self { chain, ciphers })
     }
@@ -175,8 +192,39 @@ impl ChainKeys {
         self.run(buf, first_unit, true);
     }
 
+    /// Decrypts `src` into `dst` (as long as `src`): [`ChainKeys::decrypt`] on a copy, but where
+    /// the VAES kernel runs the first pass it reads `src` directly, saving the copy.
+    ///
+    /// # Panics
+    ///
+    /// The lengths differ.
+    pub fn decrypt_from(&self, src: &[u8], dst: &mut [u8], first_unit: u64) {
+        assert_eq!(src.len(), dst.len(), "XTS source and destination lengths");
+        let Some((first, rest)) = self.ciphers.split_last() else {
+            return;
+        };
+        let mut scratch = Scratch::new(src.len().div_ceil(UNIT).min(BATCH_UNITS));
+        let batches = src
+            .chunks(UNIT * BATCH_UNITS)
+            .zip(dst.chunks_mut(UNIT * BATCH_UNITS));
+        for (batch_index, (from, to)) in batches.enumerate() {
+            let unit = first_unit.wrapping_add((batch_index * BATCH_UNITS) as u64);
+            // Decryption undoes the last cipher first: out of place, then the others in place.
+            match &first.vaes {
+                Some(vaes) => vaes.pass_from(from, to, unit, false),
+                None => {
+                    to.copy_from_slice(from);
+                    first.pass(to, unit, false, &mut scratch);
+                }
+            }
+            for c in rest.iter().rev() {
+                c.pass(to, unit, false, &mut scratch);
+            }
+        }
+    }
+
     fn run(&self, buf: &mut [u8], first_unit: u64, encrypt: bool) {
-        debug_assert!(buf.len() % 16 == 0);
+        debug_assert!(buf.len().is_multiple_of(16));
         let units = buf.len().div_ceil(UNIT);
         let mut scratch = Scratch::new(units.min(BATCH_UNITS));
         for (batch_index, batch) in buf.chunks_mut(UNIT * BATCH_UNITS).enumerate() {
@@ -210,6 +258,10 @@ impl Scratch {
 
 impl XtsCipher {
     fn pass(&self, batch: &mut [u8], first_unit: u64, encrypt: bool, s: &mut Scratch) {
+        if let Some(vaes) = &self.vaes {
+            vaes.pass(batch, first_unit, encrypt);
+            return;
+        }
         match (&self.data, &self.tweak) {
             (Engine::Aes(d), Engine::Aes(t)) => {
                 xts_batch(&**d, &**t, batch, first_unit, encrypt, s)
@@ -323,6 +375,7 @@ impl BlockClosure for XtsPass<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::truecrypt::vaes;
 
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -357,6 +410,76 @@ mod tests {
             keys.encrypt(unit, 0xfe + i as u64);
         }
         assert_eq!(long, by_unit);
+    }
+
+    /// The VAES path (where the CPU has it) and the portable one agree, both ways, on whole
+    /// batches, a short last batch, short units (the 448-byte header, single blocks) and unit
+    /// numbers around the tweak's carries.
+    #[test]
+    fn vaes_and_portable_aes_agree() {
+        let key: Vec<u8> = (0..128u32).map(|i| (i * 37 + 11) as u8).collect();
+        for chain in [Chain::Aes, Chain::SerpentAes, Chain::AesTwofish] {
+            let fast = ChainKeys::new(chain, &key).unwrap_or_else(|| panic!("{chain}"));
+            let portable =
+                ChainKeys::with_vaes(chain, &key, false).unwrap_or_else(|| panic!("{chain}"));
+            // Where the CPU has VAES, the comparison must really be between the two paths.
+            let uses_vaes = |k: &ChainKeys| k.ciphers.iter().any(|c| c.vaes.is_some());
+            assert_eq!(uses_vaes(&fast), vaes::supported(), "{chain}");
+            assert!(!uses_vaes(&portable));
+            for len in [16, 80, 448, UNIT, UNIT * 3 + 448, UNIT * 40, UNIT * 16 + 16] {
+                for first in [0, 0xfe, u64::MAX - 2, 0x8000_0000_0000_0000] {
+                    let plain: Vec<u8> = (0..len).map(|i| (i * 13 % 253) as u8).collect();
+                    let mut a = plain.clone();
+                    let mut b = plain.clone();
+                    fast.encrypt(&mut a, first);
+                    portable.encrypt(&mut b, first);
+                    assert_eq!(a, b, "{chain} encrypt, {len} bytes from unit {first:#x}");
+                    fast.decrypt(&mut a, first);
+                    portable.decrypt(&mut b, first);
+                    assert_eq!(
+                        a, plain,
+                        "{chain} decrypt, {len} bytes from unit {first:#x}"
+                    );
+                    assert_eq!(b, plain);
+                }
+            }
+        }
+    }
+
+    /// Out of place equals in place, for every chain (VAES first pass or a copy first).
+    #[test]
+    fn decrypt_from_equals_decrypt_in_place() {
+        let key: Vec<u8> = (0..192u32).map(|i| (i * 53 + 7) as u8).collect();
+        for chain in Chain::ALL {
+            let keys = ChainKeys::new(chain, &key).unwrap_or_else(|| panic!("{chain}"));
+            for len in [16, 448, UNIT * 3 + 448, UNIT * 40] {
+                let cipher: Vec<u8> = (0..len).map(|i| (i * 31 % 257) as u8).collect();
+                let mut in_place = cipher.clone();
+                keys.decrypt(&mut in_place, 77);
+                let mut out = vec![0xaau8; len];
+                keys.decrypt_from(&cipher, &mut out, 77);
+                assert_eq!(out, in_place, "{chain}, {len} bytes");
+            }
+        }
+    }
+
+    /// The kernel splits a long buffer into its own batches (ChainKeys hands it 16 units).
+    #[test]
+    fn vaes_pass_over_many_batches() {
+        let key: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(29)).collect();
+        let Some(kernel) = XtsAes::new(&key[..32], &key[32..]) else {
+            return; // no VAES on this CPU: nothing to compare
+        };
+        let portable =
+            ChainKeys::with_vaes(Chain::Aes, &key, false).unwrap_or_else(|| panic!("keys"));
+        let plain: Vec<u8> = (0..UNIT * 37 + 448).map(|i| (i % 241) as u8).collect();
+        let mut a = plain.clone();
+        let mut b = plain.clone();
+        kernel.pass(&mut a, 0x1234, true);
+        portable.encrypt(&mut b, 0x1234);
+        assert_eq!(a, b);
+        kernel.pass(&mut a, 0x1234, false);
+        assert_eq!(a, plain);
     }
 
     #[test]

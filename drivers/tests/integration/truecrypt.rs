@@ -4,6 +4,7 @@
 //! create open with our reader and with `cryptsetup tcryptDump`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -372,6 +373,82 @@ fn a_wrong_password_fails_cleanly_after_one_full_round() {
         Err(TrueCryptError::NoHeaderOpened { .. })
     ));
     eprintln!("one full trial round (debug build, 20 PBKDF2 runs): {took:?}");
+}
+
+/// An image that asks for page-aligned buffers, as an `O_DIRECT` block device does, and counts
+/// the reads longer than one XTS unit that came in a buffer it would have had to bounce.
+struct DirectLike {
+    inner: Arc<dyn ReadAt>,
+    bounced: AtomicUsize,
+}
+
+impl ReadAt for DirectLike {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if buf.len() > 512 && !buf.as_ptr().addr().is_multiple_of(4096) {
+            self.bounced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn buffer_alignment(&self) -> usize {
+        4096
+    }
+}
+
+/// Reads into buffers at odd addresses over a source that wants aligned ones: the volume reads
+/// the ciphertext into an aligned buffer of its own and decrypts out of it, and the plaintext is
+/// the same, for every chain.
+#[test]
+fn unaligned_buffers_over_a_direct_source_read_through_an_aligned_one() {
+    let rows: Vec<Expected> = expected()
+        .into_iter()
+        .filter(|r| r.file.starts_with("tc_5-sha512-xts-") && !r.file.ends_with("-hidden"))
+        .collect();
+    assert!(
+        rows.len() >= 8,
+        "expected.tsv lists {} tc_5 rows",
+        rows.len()
+    );
+    for row in &rows {
+        let source = Arc::new(DirectLike {
+            inner: image(&fixtures().join(&row.file)),
+            bounced: AtomicUsize::new(0),
+        });
+        let options = OpenOptions {
+            prf: Some(Prf::Sha512),
+            ..OpenOptions::default()
+        };
+        let volume = open(source.clone(), PASSWORD, &[], &options)
+            .unwrap_or_else(|e| panic!("{}: {e}", row.file));
+        let before = source.bounced.load(Ordering::Relaxed);
+        let size = volume.size() as usize;
+        // One byte in: the buffer is not page-aligned.
+        let mut backing = vec![0u8; size + 4097];
+        let start = 4096 - backing.as_ptr().addr() % 4096 + 1;
+        let whole = &mut backing[start..start + size];
+        volume
+            .read_exact_at(0, whole)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sha256_hex(whole), row.sha256, "{}", row.file);
+        // Pieces that start and end inside units.
+        for (i, piece) in whole.chunks_mut(1300).enumerate() {
+            volume
+                .read_exact_at((i * 1300) as u64, piece)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(sha256_hex(whole), row.sha256, "{} in pieces", row.file);
+        assert_eq!(
+            source.bounced.load(Ordering::Relaxed),
+            before,
+            "{}: data reads into unaligned buffers",
+            row.file
+        );
+    }
 }
 
 /// A file inside a filesystem reader, as a positional-read source.

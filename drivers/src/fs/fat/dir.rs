@@ -231,10 +231,10 @@ pub(super) mod tests {
     pub(crate) fn lfn(name: &[u16], short: &[u8; 11]) -> Vec<[u8; 32]> {
         let sum = short_checksum(short);
         let mut units = name.to_vec();
-        if units.len() % 13 != 0 {
+        if !units.len().is_multiple_of(13) {
             units.push(0);
         }
-        while units.len() % 13 != 0 {
+        while !units.len().is_multiple_of(13) {
             units.push(0xFFFF);
         }
         let n = units.len() / 13;

@@ -212,7 +212,7 @@ pub(super) fn open(source: Arc<dyn ReadAt>) -> Result<(Vol, Header, Vec<String>)
         let alloc_size = be32(&vh, 0x14);
         let first_sector = u64::from(be16(&vh, 0x1C));
         let start = u64::from(be16(&vh, 0x7E));
-        if alloc_size == 0 || alloc_size % 512 != 0 {
+        if alloc_size == 0 || !alloc_size.is_multiple_of(512) {
             return Err(vol.corrupt(
                 HEADER_OFFSET + 0x14,
                 format!("HFS wrapper allocation block size {alloc_size}"),

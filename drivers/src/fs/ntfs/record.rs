@@ -55,7 +55,7 @@ pub(super) fn apply_fixups(buf: &mut [u8], magic: &[u8; 4]) -> Result<(), String
     }
     let usa_offset = usize::from(le16(buf, 4));
     let usa_count = usize::from(le16(buf, 6));
-    if buf.len() % STRIDE != 0 || usa_count != buf.len() / STRIDE + 1 {
+    if !buf.len().is_multiple_of(STRIDE) || usa_count != buf.len() / STRIDE + 1 {
         return Err(format!(
             "update sequence of {usa_count} entries for a {}-byte record",
             buf.len()
@@ -148,7 +148,7 @@ pub(super) fn parse_record(buf: &[u8], number: u64, clusters: u64) -> Result<Rec
             break;
         }
         let len = le32(buf, off + 4) as usize;
-        if len < 0x18 || len % 8 != 0 || off + len > used {
+        if len < 0x18 || !len.is_multiple_of(8) || off + len > used {
             return Err(format!(
                 "attribute {kind:#x} at offset {off} has length {len}"
             ));
