@@ -43,7 +43,7 @@ impl Verify {
     fn includes(self, index: u64, count: u64) -> bool {
         match self {
             Verify::All | Verify::Sampled { every_n: 0 | 1 } => true,
-            Verify::Sampled { every_n } => index % every_n == 0 || index + 1 == count,
+            Verify::Sampled { every_n } => index.is_multiple_of(every_n) || index + 1 == count,
         }
     }
 }
@@ -95,7 +95,7 @@ impl ErasePlan {
                 format!("verify sampled (1 chunk in {every_n}, and the last)")
             }
         };
-        let chunk = if self.chunk % (1 << 20) == 0 {
+        let chunk = if self.chunk.is_multiple_of(1 << 20) {
             format!("{} MiB", self.chunk >> 20)
         } else {
             format!("{} bytes", self.chunk)
