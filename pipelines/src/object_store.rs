@@ -166,15 +166,7 @@ pub trait ObjectStore: Send + Sync {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
         let _ = limit;
-        Box::pin(async move {
-            Err(ObjectStoreError {
-                operation: "ListObjectsV2".into(),
-                bucket: bucket.into(),
-                key: prefix.into(),
-                code: "NotImplemented".into(),
-                message: "this store cannot list objects".into(),
-            })
-        })
+        Box::pin(async move { Err(not_implemented("ListObjectsV2", bucket, prefix)) })
     }
 
     /// The objects of `bucket` whose keys start with `prefix` and sort after `start_after`
@@ -243,6 +235,47 @@ impl S3Store {
     /// A store over `client`.
     pub fn new(client: aws_sdk_s3::Client) -> Self {
         Self { client }
+    }
+
+    /// ListObjectsV2 page by page: keys under `prefix` after `start_after`, up to and
+    /// including `last`; the listing stops at the first page that reaches `limit` objects.
+    async fn list_v2(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>, ObjectStoreError> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+                .set_start_after(start_after.map(str::to_owned))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| error("ListObjectsV2", bucket, prefix, &e))?;
+            for o in out.contents() {
+                let Some(key) = o.key() else { continue };
+                if last.is_some_and(|last| key > last) {
+                    return Ok(objects);
+                }
+                objects.push(ListedObject {
+                    key: key.to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    etag: unquote(o.e_tag()),
+                });
+            }
+            token = out.next_continuation_token().map(str::to_owned);
+            if out.is_truncated() != Some(true) || token.is_none() || objects.len() >= limit {
+                return Ok(objects);
+            }
+        }
     }
 }
 
@@ -497,34 +530,7 @@ impl ObjectStore for S3Store {
         prefix: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
-        Box::pin(async move {
-            let mut objects = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| error("ListObjectsV2", bucket, prefix, &e))?;
-                for o in out.contents() {
-                    if let Some(key) = o.key() {
-                        objects.push(ListedObject {
-                            key: key.to_owned(),
-                            size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                            etag: unquote(o.e_tag()),
-                        });
-                    }
-                }
-                token = out.next_continuation_token().map(str::to_owned);
-                if out.is_truncated() != Some(true) || token.is_none() || objects.len() >= limit {
-                    return Ok(objects);
-                }
-            }
-        })
+        Box::pin(self.list_v2(bucket, prefix, None, None, limit))
     }
 
     fn list_range<'a>(
@@ -534,37 +540,7 @@ impl ObjectStore for S3Store {
         start_after: Option<&'a str>,
         last: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<ListedObject>, ObjectStoreError>> {
-        Box::pin(async move {
-            let mut objects = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
-                    .set_start_after(start_after.map(str::to_owned))
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| error("ListObjectsV2", bucket, prefix, &e))?;
-                for o in out.contents() {
-                    let Some(key) = o.key() else { continue };
-                    if last.is_some_and(|last| key > last) {
-                        return Ok(objects);
-                    }
-                    objects.push(ListedObject {
-                        key: key.to_owned(),
-                        size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                        etag: unquote(o.e_tag()),
-                    });
-                }
-                token = out.next_continuation_token().map(str::to_owned);
-                if out.is_truncated() != Some(true) || token.is_none() {
-                    return Ok(objects);
-                }
-            }
-        })
+        Box::pin(self.list_v2(bucket, prefix, start_after, last, usize::MAX))
     }
 
     fn get_object<'a>(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use pipelines::job_log::RowStatus;
+use pipelines::job_log::LogRow;
 use pipelines::manifest::{self, JobManifest, JobType};
 use pipelines::object_store::S3Store;
 use pipelines::s3_import::{self, Journal, NoJournal, Options, Progress};
@@ -219,35 +219,27 @@ pub async fn load_job(
     Ok(result_of(
         &outcome.log_bucket,
         &outcome.log_key,
-        outcome
-            .rows
-            .iter()
-            .filter(|r| r.status.is_error())
-            .map(|r| &r.status),
-        outcome.errors,
+        &outcome.rows,
     ))
 }
 
-/// The job's result from its log's error rows.
-fn result_of<'a>(
-    log_bucket: &str,
-    log_key: &str,
-    error_rows: impl Iterator<Item = &'a RowStatus>,
-    errors: u64,
-) -> LoadResult {
+/// The job's result from its log's rows: Complete when none is an error.
+fn result_of(log_bucket: &str, log_key: &str, rows: &[LogRow]) -> LoadResult {
     let log = format!("{log_bucket}/{log_key}");
-    if errors == 0 {
-        return LoadResult::Complete { log };
-    }
     let mut by_status = std::collections::BTreeMap::new();
-    for status in error_rows {
-        let (status, code) = status.columns();
+    for row in rows.iter().filter(|r| r.status.is_error()) {
+        let (status, code) = row.status.columns();
         *by_status.entry(format!("{status} {code}")).or_insert(0) += 1;
     }
-    LoadResult::SuccessWithErrors {
-        log,
-        errors,
-        by_status,
+    let errors = by_status.values().sum();
+    if errors == 0 {
+        LoadResult::Complete { log }
+    } else {
+        LoadResult::SuccessWithErrors {
+            log,
+            errors,
+            by_status,
+        }
     }
 }
 
@@ -319,12 +311,7 @@ async fn load_export(
     Ok(result_of(
         &outcome.log_bucket,
         &outcome.log_key,
-        outcome
-            .rows
-            .iter()
-            .filter(|r| r.status != RowStatus::Ok)
-            .map(|r| &r.status),
-        outcome.errors,
+        &outcome.rows,
     ))
 }
 

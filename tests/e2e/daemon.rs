@@ -1031,6 +1031,29 @@ fn signed_disk(dir: &Path, signature: &str, mib: u64) -> PathBuf {
     disk
 }
 
+/// Puts objects of patterned bytes into myawsbucket (`aws s3 cp`: multipart past 8 MiB), one
+/// (key, length) each; returns `bucket/key` -> bytes.
+fn put_objects(
+    dock: &Dock,
+    dir: &Path,
+    objects: &[(&str, usize)],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for &(key, len) in objects {
+        let file = dir.join(key.replace('/', "_"));
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        dock.s3(&[
+            "s3",
+            "cp",
+            &file.display().to_string(),
+            &format!("s3://myawsbucket/{key}"),
+        ]);
+        out.insert(format!("myawsbucket/{key}"), bytes);
+    }
+    out
+}
+
 /// Mount points under `dir`, and loop devices on files under it.
 fn export_plumbing(dir: &Path) -> Vec<String> {
     let dir = dir.display().to_string();
@@ -1058,19 +1081,11 @@ fn an_export_killed_mid_transfer_starts_again_and_leaves_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut dock = Dock::new("");
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut objects = std::collections::BTreeMap::new();
-    for (key, len) in [("a.bin", 12usize << 20), ("b.txt", 5000)] {
-        let file = work.path().join(key);
-        let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        dock.s3(&[
-            "s3",
-            "cp",
-            &file.display().to_string(),
-            &format!("s3://myawsbucket/{key}"),
-        ]);
-        objects.insert(format!("myawsbucket/{key}"), bytes);
-    }
+    let objects = put_objects(
+        &dock,
+        work.path(),
+        &[("a.bin", 12usize << 20), ("b.txt", 5000)],
+    );
     let (job_id, signature) = dock.create_job_of("Export", &export_manifest("EXT4"));
     let disk = signed_disk(work.path(), &signature, 64);
     let plumbing_dir = dock.dir.path().join("data").join("export");
@@ -1115,23 +1130,15 @@ fn an_export_device_is_formatted_written_and_not_erased() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dock = Dock::new("");
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut objects = std::collections::BTreeMap::new();
-    for (key, len) in [
-        ("docs/a.txt", 3000usize),
-        ("docs/b.bin", 9 << 20),
-        ("z.txt", 10),
-    ] {
-        let file = work.path().join(key.replace('/', "_"));
-        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        dock.s3(&[
-            "s3",
-            "cp",
-            &file.display().to_string(),
-            &format!("s3://myawsbucket/{key}"),
-        ]);
-        objects.insert(format!("myawsbucket/{key}"), bytes);
-    }
+    let objects = put_objects(
+        &dock,
+        work.path(),
+        &[
+            ("docs/a.txt", 3000usize),
+            ("docs/b.bin", 9 << 20),
+            ("z.txt", 10),
+        ],
+    );
     let (job_id, signature) = dock.create_job_of("Export", &export_manifest("NTFS"));
 
     let disk = signed_disk(work.path(), &signature, 64);
