@@ -818,40 +818,101 @@ fn reread_blocking(
     // Written pages are clean after the syncfs; dropping them makes the read reach the device.
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
     let mut whole = Md5::new();
-    let mut part = Md5::new();
-    let mut part_md5s: Vec<u8> = Vec::new();
-    let mut bounds = parts.unwrap_or(&[]).iter().copied();
-    let mut part_left = bounds.next();
-    let mut buf = vec![0u8; REREAD_CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let Some(parts) = parts else {
+        let mut buf = vec![0u8; REREAD_CHUNK];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok((hex::encode(whole.finalize()), None));
+            }
+            activity.fetch_add(1, Ordering::Relaxed);
+            whole.update(&buf[..n]);
         }
-        activity.fetch_add(1, Ordering::Relaxed);
-        whole.update(&buf[..n]);
-        let mut data = &buf[..n];
-        while let Some(left) = part_left {
+    };
+    // The whole file's MD5 (for the log) and its parts' MD5s (for the ETag) are two passes of
+    // MD5 over the same bytes: they run on two threads, a buffer going from one to the other.
+    let (to_parts, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (give_back, returned) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = PartHasher::new(parts);
+            for (buf, n) in chunks {
+                hasher.update(&buf[..n]);
+                let _ = give_back.send(buf);
+            }
+            hasher.finish()
+        });
+        let mut spare: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; REREAD_CHUNK]).collect();
+        let read = (|| -> io::Result<()> {
+            loop {
+                let mut buf = match spare.pop() {
+                    Some(buf) => buf,
+                    None => returned.recv().map_err(io::Error::other)?,
+                };
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                activity.fetch_add(1, Ordering::Relaxed);
+                whole.update(&buf[..n]);
+                to_parts.send((buf, n)).map_err(io::Error::other)?;
+            }
+        })();
+        drop(to_parts);
+        let composite = hasher
+            .join()
+            .map_err(|_| io::Error::other("the part hasher stopped"))?;
+        read?;
+        Ok((hex::encode(whole.finalize()), Some(composite)))
+    })
+}
+
+/// The MD5s of consecutive parts of given sizes (the last part: whatever follows), and the
+/// multipart ETag they make.
+struct PartHasher<'a> {
+    sizes: std::slice::Iter<'a, u64>,
+    left: Option<u64>,
+    part: Md5,
+    md5s: Vec<u8>,
+    count: usize,
+}
+
+impl<'a> PartHasher<'a> {
+    /// Parts of `sizes` bytes, then one more.
+    fn new(sizes: &'a [u64]) -> Self {
+        let mut sizes = sizes.iter();
+        let left = sizes.next().copied();
+        Self {
+            sizes,
+            left,
+            part: Md5::new(),
+            md5s: Vec::new(),
+            count: 1,
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while let Some(left) = self.left {
             let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
-            part.update(&data[..take]);
+            self.part.update(&data[..take]);
             data = &data[take..];
             let left = left - take as u64;
             if left > 0 {
-                part_left = Some(left);
-                break;
+                self.left = Some(left);
+                return;
             }
-            part_md5s.extend_from_slice(&part.finalize_reset());
-            part_left = bounds.next();
+            self.md5s.extend_from_slice(&self.part.finalize_reset());
+            self.count += 1;
+            self.left = self.sizes.next().copied();
         }
-        if part_left.is_none() {
-            part.update(data);
-        }
+        self.part.update(data);
     }
-    let composite = parts.map(|p| {
-        part_md5s.extend_from_slice(&part.finalize());
-        format!("{}-{}", hex::encode(Md5::digest(&part_md5s)), p.len() + 1)
-    });
-    Ok((hex::encode(whole.finalize()), composite))
+
+    /// `md5(md5(part 1) || ... || md5(part N))-N`.
+    fn finish(mut self) -> String {
+        self.md5s.extend_from_slice(&self.part.finalize());
+        format!("{}-{}", hex::encode(Md5::digest(&self.md5s)), self.count)
+    }
 }
 
 #[cfg(test)]
