@@ -64,8 +64,8 @@ pub struct ListedObject {
 /// Bytes of an object, from a GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectChunk {
-    /// The bytes.
-    pub body: bytes::Bytes,
+    /// The bytes, in the pieces they arrived in (not copied into one buffer).
+    pub body: Vec<bytes::Bytes>,
     /// The object's ETag, without quotes.
     pub etag: String,
     /// The object's Content-Type.
@@ -589,15 +589,17 @@ impl ObjectStore for S3Store {
                     code: "Network".into(),
                     message: e.to_string(),
                 })?
-                .into_bytes();
+                .into_segments()
+                .collect::<Vec<_>>();
+            let got: usize = body.iter().map(bytes::Bytes::len).sum();
             if let Some((_, len)) = range.filter(|&(_, len)| len > 0) {
-                if body.len() as u64 != len {
+                if got as u64 != len {
                     return Err(ObjectStoreError {
                         operation,
                         bucket: bucket.into(),
                         key: key.into(),
                         code: "IncompleteBody".into(),
-                        message: format!("{} bytes came, {len} were asked for", body.len()),
+                        message: format!("{got} bytes came, {len} were asked for"),
                     });
                 }
             }

@@ -220,6 +220,9 @@ pub struct TargetConfig {
 pub struct TransferConfig {
     /// Uploads in flight at once per job.
     pub upload_concurrency: usize,
+    /// Downloads (GETs) in flight at once per export job: many, since small objects are
+    /// bound by round trips; the memory cap bounds the bytes.
+    pub download_concurrency: usize,
     /// Size of each sequential device read, in MiB.
     pub read_chunk_mib: u64,
     /// The most memory all buffers of one job may hold, in MiB.
@@ -242,6 +245,7 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             upload_concurrency: 16,
+            download_concurrency: 64,
             read_chunk_mib: 8,
             memory_cap_mib: 512,
             ebs_verify: EbsVerify::All,
@@ -443,6 +447,12 @@ impl Config {
             return Err(invalid(
                 "transfer.upload_concurrency",
                 format!("{} is out of range; use 1 to 256", t.upload_concurrency),
+            ));
+        }
+        if !(1..=256).contains(&t.download_concurrency) {
+            return Err(invalid(
+                "transfer.download_concurrency",
+                format!("{} is out of range; use 1 to 256", t.download_concurrency),
             ));
         }
         if !(1..=256).contains(&t.read_chunk_mib) {

@@ -292,7 +292,7 @@ async fn load_export(
     ));
     let options = pipelines::s3_export::Options {
         memory_cap: config.transfer.memory_cap_mib * 1024 * 1024,
-        concurrency: config.transfer.upload_concurrency,
+        concurrency: config.transfer.download_concurrency,
         max_file_size: volume.max_file_size(),
     };
     let root = volume.root().to_owned();

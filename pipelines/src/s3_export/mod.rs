@@ -34,6 +34,8 @@ const MIB: u64 = 1024 * 1024;
 const CHUNK: u64 = 8 * MIB;
 /// The unit the memory cap is counted in.
 const PERMIT_BYTES: u64 = 64 * 1024;
+/// The largest single write to a file.
+const WRITE_PIECE: usize = 256 * 1024;
 /// The size of each read when files are re-read.
 const REREAD_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -662,24 +664,36 @@ async fn fetch(
 
 /// A chunk and the memory permits it holds until it is written.
 struct OwnedChunk {
-    body: bytes::Bytes,
+    body: Vec<bytes::Bytes>,
     etag: String,
     content_type: Option<String>,
     size: u64,
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// Writes `body` (the pieces of one GET) at `offset`, piece by piece: the page cache takes
+/// many small writes faster than one of 8 MiB, and concurrent writers of one file hold its
+/// lock for less time.
 async fn write_at(
     ctx: &Context,
     file: &Arc<File>,
     offset: u64,
-    body: bytes::Bytes,
+    body: Vec<bytes::Bytes>,
 ) -> io::Result<()> {
     let file = Arc::clone(file);
-    let len = body.len() as u64;
-    tokio::task::spawn_blocking(move || file.write_all_at(&body, offset))
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+    let len: u64 = body.iter().map(|b| b.len() as u64).sum();
+    tokio::task::spawn_blocking(move || {
+        let mut at = offset;
+        for piece in &body {
+            for part in piece.chunks(WRITE_PIECE) {
+                file.write_all_at(part, at)?;
+                at += part.len() as u64;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))?;
     ctx.written.fetch_add(len, Ordering::Relaxed);
     ctx.activity.fetch_add(1, Ordering::Relaxed);
     Ok(())
