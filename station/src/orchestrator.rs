@@ -1114,10 +1114,23 @@ impl Worker {
         };
         self.set_progress(&job.job_id, ProgressCode::InProgress);
         self.progress.reset(0);
-        self.transition(
-            RunState::Transferring,
-            &format!("loading job {}", job.job_id),
-        );
+        let doing = match &manifest.job {
+            JobManifest::S3Export(e) => format!(
+                "exporting job {}: formatting the device ({}{}), then writing the objects",
+                job.job_id,
+                match e.file_system {
+                    pipelines::manifest::ExportFileSystem::Ext4 => "EXT4",
+                    pipelines::manifest::ExportFileSystem::Ntfs => "NTFS",
+                },
+                if e.true_crypt_password.is_some() {
+                    ", TrueCrypt container inside"
+                } else {
+                    ""
+                }
+            ),
+            _ => format!("loading job {}", job.job_id),
+        };
+        self.transition(RunState::Transferring, &doing);
         let journal = Arc::new(JobJournal::new(self.store().clone(), &job.job_id));
         let config = &self.station.config;
         let load = load_job(

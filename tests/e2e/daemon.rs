@@ -1156,6 +1156,11 @@ fn an_export_device_is_formatted_written_and_not_erased() {
         );
         let job = dock.job(&job_id);
         assert_eq!(job["progress"], "Complete", "{job}");
+        let transitions = job["runs"][0]["transitions"].to_string();
+        assert!(
+            transitions.contains("formatting the device (NTFS, TrueCrypt container inside)"),
+            "{transitions}"
+        );
         // The container's plaintext is a loop device on a file in the data directory: the
         // daemon leaves it alone (no run identifies it).
         let events = dock.stationctl(&["events"]);
