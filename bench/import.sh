@@ -36,30 +36,7 @@ bench_garage
 
 # --- trees.
 make_tree() { # NAME DIR
-    case $1 in
-        a)
-            head -c $((2 * 1024 * 1024 * 1024)) /dev/urandom > "$2/big-2GiB.bin"
-            ;;
-        b)
-            "$venv/bin/python" - "$2" <<'EOF'
-import os, random, sys
-root = sys.argv[1]
-rng = random.Random(6)
-pool = os.urandom(64 * 1024 + 4096)
-for i in range(20000):
-    d = os.path.join(root, "small", "d%02d" % (i // 1000))
-    os.makedirs(d, exist_ok=True)
-    size = rng.randint(1024, 64 * 1024)
-    start = rng.randint(0, 4096)
-    with open(os.path.join(d, "f%05d.dat" % i), "wb") as f:
-        f.write(pool[start:start + size - 8] + i.to_bytes(8, "little"))
-EOF
-            mkdir -p "$2/large"
-            for i in 1 2 3 4; do
-                head -c $((256 * 1024 * 1024)) /dev/urandom > "$2/large/part$i.bin"
-            done
-            ;;
-    esac
+    bench_tree "$1" "$2" 20000 6
 }
 
 manifest() { # BUCKET

@@ -123,3 +123,33 @@ bucket() { # NAME: created (retried while the new layout settles), the bench key
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
+
+# Tree NAME in DIR: (a) one 2 GiB file of random bytes; (b) SMALL files of 1-64 KiB (random,
+# from a generator seeded with SEED, each ending in its index) in directories of 1,000, plus
+# 4 x 256 MiB.
+bench_tree() { # NAME DIR SMALL SEED
+    case $1 in
+        a)
+            head -c $((2 * 1024 * 1024 * 1024)) /dev/urandom > "$2/big-2GiB.bin"
+            ;;
+        b)
+            "$venv/bin/python" - "$2" "$3" "$4" <<'EOF'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(int(sys.argv[3]))
+pool = os.urandom(64 * 1024 + 4096)
+for i in range(int(sys.argv[2])):
+    d = os.path.join(root, "small", "d%02d" % (i // 1000))
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(1024, 64 * 1024)
+    start = rng.randint(0, 4096)
+    with open(os.path.join(d, "f%05d.dat" % i), "wb") as f:
+        f.write(pool[start:start + size - 8] + i.to_bytes(8, "little"))
+EOF
+            mkdir -p "$2/large"
+            for i in 1 2 3 4; do
+                head -c $((256 * 1024 * 1024)) /dev/urandom > "$2/large/part$i.bin"
+            done
+            ;;
+    esac
+}
