@@ -235,6 +235,52 @@ impl ReadAt for Flipped {
     }
 }
 
+/// Corrupts `base` `runs` times (1..=16 bytes flipped, each at the offset `pick` chooses) and
+/// runs `exercise` on each corrupted image: every run must end, without a panic, within 30
+/// seconds. Prints how the runs ended, by outcome.
+pub fn corrupted_runs<O: Ord + std::fmt::Debug + Send + 'static>(
+    base: &Arc<Vec<u8>>,
+    name: &str,
+    runs: u64,
+    pick: impl Fn(&mut Rng) -> u64,
+    exercise: fn(Arc<dyn ReadAt>) -> O,
+) {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut outcomes: BTreeMap<O, u64> = BTreeMap::new();
+    for seed in 1..=runs {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut flips = BTreeMap::new();
+        for _ in 0..=rng.below(16) {
+            let at = pick(&mut rng);
+            let old = base[at as usize];
+            flips.insert(at, old ^ (1 + rng.below(255)) as u8);
+        }
+        let source = Arc::new(Flipped {
+            base: base.clone(),
+            flips: flips.clone(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let _ = tx.send(exercise(source));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(outcome) => *outcomes.entry(outcome).or_default() += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{name} seed {seed}: no end after 30 s (flips {flips:?})")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{name} seed {seed}: the reader panicked (flips {flips:?})")
+            }
+        }
+        worker
+            .join()
+            .unwrap_or_else(|_| panic!("{name} seed {seed}: the reader panicked"));
+    }
+    eprintln!("{name}: {runs} corrupted runs: {outcomes:?}");
+    assert_eq!(outcomes.values().sum::<u64>(), runs);
+}
+
 /// xorshift64*: a small seeded generator, so a failing run can be replayed from its seed.
 pub struct Rng(pub u64);
 
