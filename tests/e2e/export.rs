@@ -554,7 +554,14 @@ fn remaps_versions_and_a_full_device() {
         text.contains(&format!("# last-exported={last}\r\n")),
         "{text}"
     );
-    assert!(text.contains("# DiskFull:"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "# DiskFull: the device is full; export the rest with a new job whose operation on \
+             bkt has beginMarker: z{}\r\n",
+            full_at + 1
+        )),
+        "{text}"
+    );
 
     // On the device: exactly the logged files, each its object (the latest version of v.txt).
     let mount = Mount::new(&device, &d.join("mnt"), false);

@@ -216,13 +216,15 @@ pub async fn run(
         trailer.push(format!("last-exported={last}"));
     }
     if disk_full {
-        trailer.push(match &last_exported {
-            Some(last) => format!(
-                "DiskFull: the device is full; export the rest with a new job whose operation \
-                 starts with beginMarker after {last}"
-            ),
-            None => "DiskFull: the device is full; nothing was exported".to_owned(),
-        });
+        trailer.push(
+            match last_exported.as_deref().and_then(|l| l.split_once('/')) {
+                Some((bucket, key)) => format!(
+                    "DiskFull: the device is full; export the rest with a new job whose operation \
+                 on {bucket} has beginMarker: {key}"
+                ),
+                None => "DiskFull: the device is full; nothing was exported".to_owned(),
+            },
+        );
     }
     let log_bucket = manifest.log_bucket().to_owned();
     let log_key = manifest.log_key(job_id);
