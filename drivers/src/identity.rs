@@ -361,7 +361,7 @@ pub fn identify(path: &Path) -> Result<DeviceIdentity, IdentityError> {
         .unwrap_or(logical_sector_size);
     let removable = sysfs_u64(&disk_dir.join("removable")) == Some(1);
     let read_only = sysfs_u64(&syspath.join("ro")) == Some(1);
-    let loop_backing_file = sysfs_text(&syspath.join("loop/backing_file")).map(PathBuf::from);
+    let loop_backing_file = loop_backing_file(&syspath);
 
     let not_storage = not_storage(
         &name,
@@ -566,6 +566,28 @@ fn partitions_of(disk: &Path) -> Vec<(PathBuf, (u32, u32), PathBuf)> {
     out
 }
 
+/// A loop device's backing file, from its sysfs directory (`/sys/class/block/loopN`); `None`
+/// when it is not attached.
+pub fn loop_backing_file(syspath: &Path) -> Option<PathBuf> {
+    sysfs_text(&syspath.join("loop/backing_file")).map(PathBuf::from)
+}
+
+/// Every attached loop device: (device node, sysfs directory, backing file).
+pub(crate) fn attached_loops() -> Vec<(PathBuf, PathBuf, PathBuf)> {
+    let Ok(entries) = fs::read_dir("/sys/class/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|e| {
+            let dir = e.path();
+            let backing = loop_backing_file(&dir)?;
+            Some((Path::new("/dev").join(e.file_name()), dir, backing))
+        })
+        .collect()
+}
+
 /// Loop devices whose backing file is one of `members` (compared as canonical paths).
 fn loops_backed_by(
     members: &[(PathBuf, (u32, u32), PathBuf)],
@@ -574,26 +596,14 @@ fn loops_backed_by(
         .iter()
         .map(|(node, _, _)| fs::canonicalize(node).unwrap_or_else(|_| node.clone()))
         .collect();
-    let Ok(entries) = fs::read_dir("/sys/class/block") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let dir = entry.path();
-        let Some(backing) = sysfs_text(&dir.join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = PathBuf::from(backing);
+    for (node, dir, backing) in attached_loops() {
         let backing = fs::canonicalize(&backing).unwrap_or(backing);
         if !nodes.contains(&backing) {
             continue;
         }
         if let Some(devnum) = sysfs_text(&dir.join("dev")).and_then(|d| parse_devnum(&d)) {
-            out.push((Path::new("/dev").join(&name), devnum, dir));
+            out.push((node, devnum, dir));
         }
     }
     out.sort();
@@ -606,13 +616,14 @@ fn parse_devnum(text: &str) -> Option<(u32, u32)> {
 }
 
 /// One line of `/proc/self/mountinfo`: device number, mount point, source.
-struct MountEntry {
-    devnum: Option<(u32, u32)>,
-    mount_point: PathBuf,
-    source: String,
+pub(crate) struct MountEntry {
+    pub(crate) devnum: Option<(u32, u32)>,
+    pub(crate) mount_point: PathBuf,
+    pub(crate) source: PathBuf,
 }
 
-fn mountinfo() -> Vec<MountEntry> {
+/// This process's mounts, in mount order.
+pub(crate) fn mountinfo() -> Vec<MountEntry> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -622,7 +633,7 @@ fn mountinfo() -> Vec<MountEntry> {
             let devnum = parse_devnum(fields.get(2)?);
             let mount_point = PathBuf::from(unescape_octal(fields.get(4)?));
             let dash = fields.iter().position(|f| *f == "-")?;
-            let source = unescape_octal(fields.get(dash + 2)?);
+            let source = PathBuf::from(unescape_octal(fields.get(dash + 2)?));
             Some(MountEntry {
                 devnum,
                 mount_point,
@@ -644,8 +655,9 @@ fn swaps() -> Vec<PathBuf> {
         .collect()
 }
 
-/// `\040`-style escapes of mountinfo and /proc/swaps.
-fn unescape_octal(s: &str) -> String {
+/// `\040`-style escapes of mountinfo and /proc/swaps (the bytes as they are: paths need not
+/// be UTF-8).
+fn unescape_octal(s: &str) -> std::ffi::OsString {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -666,7 +678,7 @@ fn unescape_octal(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    std::os::unix::ffi::OsStringExt::from_vec(out)
 }
 
 /// udev's `\xHH` escapes (`ID_MODEL_ENC`).
@@ -696,9 +708,9 @@ fn mounts_of(members: &[(PathBuf, (u32, u32), PathBuf)]) -> Vec<MountUse> {
     for entry in mountinfo() {
         // By number; by source path too, for filesystems (btrfs) that report an anonymous
         // device number.
-        let hit = members.iter().find(|(node, devnum, _)| {
-            entry.devnum == Some(*devnum) || Path::new(&entry.source) == node.as_path()
-        });
+        let hit = members
+            .iter()
+            .find(|(node, devnum, _)| entry.devnum == Some(*devnum) || entry.source == *node);
         if let Some((node, _, _)) = hit {
             out.push(MountUse {
                 device: node.clone(),
@@ -892,6 +904,8 @@ mod tests {
         assert_eq!(unescape_octal(r"/mnt/a\040b"), "/mnt/a b");
         assert_eq!(unescape_octal(r"/mnt/x\04"), r"/mnt/x\04");
         assert_eq!(unescape_octal(r"\"), r"\");
+        assert_eq!(unescape_octal(r"/mnt/a\040b\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape_octal(r"/plain\x"), "/plain\\x");
         assert_eq!(decode_udev(r"Data\x20Traveler\x20"), "Data Traveler ");
         assert_eq!(decode_udev(r"bad\xZZ\x2"), r"bad\xZZ\x2");
     }

@@ -301,7 +301,7 @@ pub async fn run(
     let log_bucket = manifest.log_bucket().to_owned();
     let log_key = manifest.log_key(job_id);
     let row = LogRow {
-        time: now(),
+        time: log::now(),
         file: device.describe(),
         status: RowStatus::Ok,
         key: snapshot.to_string(),
@@ -391,13 +391,6 @@ async fn verify_snapshot(
         verified += 1;
     }
     Ok(verified)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

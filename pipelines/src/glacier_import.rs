@@ -276,7 +276,7 @@ pub async fn run(
     let log_bucket = manifest.log_bucket().to_owned();
     let log_key = manifest.log_key(job_id);
     let text = glacier_log(
-        crate::job_log::log_time(now()),
+        crate::job_log::log_time(crate::job_log::now()),
         &name,
         &archive.location,
         size,
@@ -294,13 +294,6 @@ pub async fn run(
         log_bucket,
         log_key,
     })
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 /// The guide's two-line Glacier log. The comment is quoted when it holds a comma or a quote.

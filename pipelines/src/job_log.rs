@@ -103,10 +103,27 @@ impl RowStatus {
         }
     }
 
+    /// The row of a request the store refused: 403 AccessDenied, or 500 and the store's code.
+    pub fn from_store_error(e: &crate::object_store::ObjectStoreError) -> Self {
+        if e.code == "AccessDenied" || e.code == "Forbidden" {
+            Self::AccessDenied
+        } else {
+            Self::StoreFailed(e.code.clone())
+        }
+    }
+
     /// Whether the row counts as an error of the job.
     pub fn is_error(&self) -> bool {
         !matches!(self, Self::Ok | Self::Ignored)
     }
+}
+
+/// Now, in seconds since the epoch: a row's time.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// `Tue 03 Feb 2009 21:57:43 GMT`, the guide's DateTime.

@@ -1007,27 +1007,9 @@ fn export_manifest(file_system: &str) -> String {
 /// its root, `mib` MiB.
 fn signed_disk(dir: &Path, signature: &str, mib: u64) -> PathBuf {
     let disk = dir.join("disk.img");
-    std::fs::File::create(&disk)
-        .and_then(|f| f.set_len(mib << 20))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mkfs = Command::new("mkfs.vfat")
-        .args(["-F", "32"])
-        .arg(&disk)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
-    assert!(mkfs.success());
     let sig = dir.join("SIGNATURE");
     std::fs::write(&sig, signature).unwrap_or_else(|e| panic!("{e}"));
-    let copied = Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(&disk)
-        .arg(&sig)
-        .arg("::/SIGNATURE")
-        .status()
-        .unwrap_or_else(|e| panic!("mcopy: {e}"));
-    assert!(copied.success());
+    crate::helper::fat32_image(&disk, mib, &[(&sig, "SIGNATURE")]);
     disk
 }
 

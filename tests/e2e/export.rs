@@ -10,13 +10,9 @@ use std::process::{Command, Stdio};
 use drivers::source::ReadAt;
 
 use crate::helper::start_moto;
-use crate::load::{guide, load_as, rows, Loaded};
+use crate::load::{aws, guide, load_as, rows, Loaded};
 
 const PASSWORD: &str = "SimpleButEasilyCrackedEXAMPLE";
-
-fn aws(port: u16, args: &[&str]) -> String {
-    crate::helper::aws(&format!("http://127.0.0.1:{port}"), args)
-}
 
 /// Random bytes of `len`, written to `dir/name` (a source the objects are uploaded from).
 fn source(dir: &Path, name: &str, len: usize) -> PathBuf {

@@ -380,25 +380,32 @@ pub fn container_disk(dir: &Path, src: &Path, password: &str, names: &[&str]) ->
     view.flush().unwrap_or_else(|e| panic!("{e}"));
     drop(view);
     let fat = dir.join("fat.img");
-    let _ = std::fs::remove_file(&fat);
+    let files: Vec<(&Path, &str)> = names.iter().map(|n| (container.as_path(), *n)).collect();
+    fat32_image(&fat, 40, &files);
+    fat
+}
+
+/// A FAT32 image of `mib` MiB at `image` (replacing what was there) holding each (source
+/// file, name in the root).
+pub fn fat32_image(image: &Path, mib: u64, files: &[(&Path, &str)]) {
+    let _ = std::fs::remove_file(image);
     let mkfs = Command::new("mkfs.vfat")
         .args(["-F", "32", "-C"])
-        .arg(&fat)
-        .arg("40960")
+        .arg(image)
+        .arg((mib * 1024).to_string())
         .stdout(Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("mkfs.vfat: {e}"));
     assert!(mkfs.success());
-    for name in names {
+    for (source, name) in files {
         let copied = Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")
-            .arg(&fat)
-            .arg(&container)
+            .arg(image)
+            .arg(source)
             .arg(format!("::/{name}"))
             .status()
             .unwrap_or_else(|e| panic!("mcopy: {e}"));
         assert!(copied.success());
     }
-    fat
 }

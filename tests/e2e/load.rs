@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::helper::{repo, start_moto};
 
 /// Runs `aws` from the test environment against moto.
-fn aws(port: u16, args: &[&str]) -> String {
+pub fn aws(port: u16, args: &[&str]) -> String {
     crate::helper::aws(&format!("http://127.0.0.1:{port}"), args)
 }
 

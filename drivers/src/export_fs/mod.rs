@@ -73,7 +73,6 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1030,8 +1029,10 @@ fn detach(device: &Path, backing: &Path) -> Result<(), ExportFsError> {
         &[OsStr::new("-d"), device.as_os_str()],
     )?;
     let name = device.file_name().map(OsString::from).unwrap_or_default();
-    let attached = Path::new("/sys/block").join(name).join("loop/backing_file");
-    if !wait_until(BUSY_TIMEOUT, || !attached.exists()) {
+    let sysfs = Path::new("/sys/class/block").join(name);
+    if !wait_until(BUSY_TIMEOUT, || {
+        crate::identity::loop_backing_file(&sysfs).is_none()
+    }) {
         return Err(ExportFsError::Timeout {
             step: Step::Detach,
             target: target.display().to_string(),
@@ -1168,16 +1169,10 @@ pub fn clean_up(work_dir: &Path) -> Vec<String> {
     let mut undone = Vec::new();
     let under = |p: &Path| p.starts_with(work_dir);
     let loops_here = || -> Vec<(PathBuf, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir("/sys/block") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-                let backing = PathBuf::from(backing.trim_end_matches('\n'));
-                under(&backing).then(|| (Path::new("/dev").join(e.file_name()), backing))
-            })
+        crate::identity::attached_loops()
+            .into_iter()
+            .filter(|(_, _, backing)| under(backing))
+            .map(|(node, _, backing)| (node, backing))
             .collect()
     };
     let take_down = |mounts: Vec<(PathBuf, PathBuf)>, undone: &mut Vec<String>| {
@@ -1217,55 +1212,18 @@ pub fn clean_up(work_dir: &Path) -> Vec<String> {
 
 /// The mounts whose mount point is under `dir`, in mount order: (mount point, source).
 fn mounts_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .filter_map(|line| {
-            let point = line.split(' ').nth(4)?;
-            let source = line.split(" - ").nth(1)?.split(' ').nth(1)?;
-            let point = PathBuf::from(OsString::from_vec(unescape_mount_field(point)));
-            let source = PathBuf::from(OsString::from_vec(unescape_mount_field(source)));
-            point.starts_with(dir).then_some((point, source))
-        })
+    crate::identity::mountinfo()
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(dir))
+        .map(|m| (m.mount_point, m.source))
         .collect()
 }
 
 /// Whether `dir` is a mount point in this process's mount namespace.
 fn is_mount_point(dir: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.as_os_str().as_encoded_bytes();
-    table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|point| unescape_mount_field(point) == want)
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mount_field(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')));
-        match octal.and_then(|n| u8::try_from(n).ok()) {
-            Some(b) => {
-                out.push(b);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    crate::identity::mountinfo()
+        .iter()
+        .any(|m| m.mount_point == dir)
 }
 
 #[cfg(test)]
@@ -1301,12 +1259,6 @@ mod tests {
              (disk full); the exported files in it may be incomplete: check the device and \
              export again"
         );
-    }
-
-    #[test]
-    fn mountinfo_fields_are_unescaped() {
-        assert_eq!(unescape_mount_field(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
-        assert_eq!(unescape_mount_field(r"/plain\x"), b"/plain\\x");
     }
 
     #[test]

@@ -126,13 +126,6 @@ enum Written {
     Failed(RowStatus),
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-        .unwrap_or(0)
-}
-
 /// Runs the export of `manifest` for `job_id` into `root`: lists, plans, downloads, verifies
 /// and stores the log.
 ///
@@ -256,7 +249,7 @@ async fn plan(
     let mut items = Vec::new();
     for (i, op) in export.operations.iter().enumerate() {
         let prefix = op.prefix.as_deref().unwrap_or("");
-        // A beginMarker before the prefix would list keys the prefix excludes anyway.
+        // The listing is the operation's range: prefix, after beginMarker, up to endMarker.
         let listed = store
             .list_range(
                 &op.export_bucket,
@@ -270,22 +263,10 @@ async fn plan(
                 source,
             })?;
         for object in listed {
-            let in_range = object.key.starts_with(prefix)
-                && op
-                    .begin_marker
-                    .as_deref()
-                    .is_none_or(|b| object.key.as_str() > b)
-                && op
-                    .end_marker
-                    .as_deref()
-                    .is_none_or(|e| object.key.as_str() <= e);
-            if !in_range {
-                continue;
-            }
             let placement =
                 lock(planner).place(&op.target_directory, &object.key, &export.substitutions);
             let mut row = LogRow {
-                time: now(),
+                time: log::now(),
                 file: String::new(),
                 status: RowStatus::Ok,
                 key: format!("{}/{}", op.export_bucket, object.key),
@@ -440,7 +421,7 @@ async fn write_window(
             }
         };
         let item = &mut items[index];
-        item.row.time = now();
+        item.row.time = log::now();
         match written {
             Written::Done { content_type, etag } => {
                 item.row.content_type = content_type;
@@ -535,14 +516,6 @@ fn write_failure(root: &Path, e: &io::Error, creating: bool) -> Written {
 /// Whether the filesystem under `root` still has free blocks and inodes.
 fn has_space(root: &Path) -> bool {
     rustix::fs::statvfs(root).is_ok_and(|s| s.f_bavail > 0 && s.f_favail > 0)
-}
-
-fn store_failure(e: &ObjectStoreError) -> RowStatus {
-    if e.code == "AccessDenied" || e.code == "Forbidden" {
-        RowStatus::AccessDenied
-    } else {
-        RowStatus::StoreFailed(e.code.clone())
-    }
 }
 
 /// Downloads one object into `target` (relative to the root): the first chunk alone (it
@@ -654,7 +627,7 @@ async fn fetch(
         .store
         .get_object(bucket, key, range, if_match)
         .await
-        .map_err(|e| store_failure(&e))?;
+        .map_err(|e| RowStatus::from_store_error(&e))?;
     Ok(OwnedChunk {
         body: chunk.body,
         etag: chunk.etag,

@@ -337,12 +337,6 @@ pub async fn run(
         return Err(ImportError::WrongKind(manifest.kind().as_str()));
     };
     let walked = walk(fs, Limits::default());
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-            .unwrap_or(0)
-    };
     let files: Vec<_> = walked
         .entries
         .iter()
@@ -385,7 +379,7 @@ pub async fn run(
             WalkProblem::TooManyEntries { .. } => (Vec::new(), RowStatus::ReadError),
         };
         rows.push(LogRow {
-            time: now(),
+            time: log::now(),
             file: display_path(&path),
             status,
             key: String::new(),
@@ -403,7 +397,7 @@ pub async fn run(
         let file = display_path(&path);
         progress.file(&file);
         let mut row = LogRow {
-            time: now(),
+            time: log::now(),
             file: file.clone(),
             status: RowStatus::Ok,
             key: String::new(),
@@ -429,7 +423,7 @@ pub async fn run(
         // each gets a row so the customer knows what stayed on the disk.
         for stream in fs.streams(entry.id).unwrap_or_default() {
             rows.push(LogRow {
-                time: now(),
+                time: log::now(),
                 file: format!("{file}:{stream}"),
                 status: RowStatus::Ignored,
                 key: String::new(),
@@ -588,7 +582,7 @@ pub async fn run(
                     id
                 }
                 Err(e) => {
-                    row.status = failure_status(&e);
+                    row.status = RowStatus::from_store_error(&e);
                     rows.push(row);
                     continue;
                 }
@@ -669,7 +663,7 @@ pub async fn run(
                     etags.push((n, etag));
                     part_md5s.extend_from_slice(&md5);
                 }
-                Ok((_, Err(e))) => failure = failure.or(Some(failure_status(&e))),
+                Ok((_, Err(e))) => failure = failure.or(Some(RowStatus::from_store_error(&e))),
                 Err(_) => {
                     failure = failure.or(Some(RowStatus::StoreFailed("InternalError".into())))
                 }
@@ -716,7 +710,7 @@ pub async fn run(
             }
             Err(e) => {
                 let _ = store.abort_multipart(&bucket, &key, &upload_id).await;
-                row.status = failure_status(&e);
+                row.status = RowStatus::from_store_error(&e);
             }
         }
         rows.push(row);
@@ -728,7 +722,7 @@ pub async fn run(
                 rows[p.row].md5 = hex::encode(md5);
                 match result {
                     Ok(etag) => rows[p.row].etag = etag,
-                    Err(e) => rows[p.row].status = failure_status(&e),
+                    Err(e) => rows[p.row].status = RowStatus::from_store_error(&e),
                 }
             }
             Err(_) => rows[p.row].status = RowStatus::StoreFailed("InternalError".into()),
@@ -816,14 +810,6 @@ async fn resume_upload(
             let _ = store.abort_multipart(bucket, key, &newest).await;
             (None, Default::default())
         }
-    }
-}
-
-fn failure_status(e: &ObjectStoreError) -> RowStatus {
-    if e.code == "AccessDenied" {
-        RowStatus::AccessDenied
-    } else {
-        RowStatus::StoreFailed(e.code.clone())
     }
 }
 

@@ -66,6 +66,27 @@ pub struct BayView {
     pub eta_secs: Option<u64>,
 }
 
+impl BayView {
+    /// A bay in `state` with no run and no progress yet.
+    fn new(bay: &str, devnode: String, device: String, state: RunState, message: String) -> Self {
+        Self {
+            bay: bay.to_owned(),
+            devnode,
+            device,
+            run_id: None,
+            job_id: None,
+            state,
+            message,
+            planned_files: 0,
+            files: 0,
+            planned_bytes: 0,
+            bytes: 0,
+            rate_mb_s: 0.0,
+            eta_secs: None,
+        }
+    }
+}
+
 /// Live progress of one bay: the pipeline's [`Progress`] and the watchdog's clock.
 pub struct BayProgress {
     start: Mutex<Instant>,
@@ -312,21 +333,13 @@ impl Station {
             bays.insert(
                 bay.clone(),
                 Bay {
-                    view: BayView {
-                        bay: bay.clone(),
-                        devnode: event.devnode.display().to_string(),
-                        device: event.devnode.display().to_string(),
-                        run_id: None,
-                        job_id: None,
-                        state: RunState::Detected,
-                        message: "identifying".into(),
-                        planned_files: 0,
-                        files: 0,
-                        planned_bytes: 0,
-                        bytes: 0,
-                        rate_mb_s: 0.0,
-                        eta_secs: None,
-                    },
+                    view: BayView::new(
+                        &bay,
+                        event.devnode.display().to_string(),
+                        event.devnode.display().to_string(),
+                        RunState::Detected,
+                        "identifying".into(),
+                    ),
                     progress: Arc::new(BayProgress::new(self.changed.clone())),
                     pulled: Arc::new(AtomicBool::new(false)),
                     pulled_tx,
@@ -344,8 +357,8 @@ impl Station {
     /// Whether the loop device at `syspath` is backed by a file in the station's data
     /// directory: a TrueCrypt container's plaintext that an export set up.
     fn own_loop_device(&self, syspath: &Path) -> bool {
-        std::fs::read_to_string(syspath.join("loop/backing_file"))
-            .is_ok_and(|file| Path::new(file.trim()).starts_with(&self.config.data_dir))
+        drivers::identity::loop_backing_file(syspath)
+            .is_some_and(|file| file.starts_with(&self.config.data_dir))
     }
 
     fn bay_handles(
@@ -616,26 +629,19 @@ impl Station {
             return; // Already unlocked and in the bay.
         }
         let timeout = Duration::from_secs(self.config.bays.unlock_timeout_secs);
-        let view = BayView {
-            bay: bay.to_owned(),
-            devnode: String::new(),
-            device: "PIN-pad device (locked)".to_owned(),
-            run_id: None,
-            job_id: Some(job.job_id.clone()),
-            state: RunState::Detected,
-            message: format!(
+        let mut view = BayView::new(
+            bay,
+            String::new(),
+            "PIN-pad device (locked)".to_owned(),
+            RunState::Detected,
+            format!(
                 "PIN-pad device of job {}: type PIN {} on its keypad, then run stationctl unlock {bay} (within {} s)",
                 job.job_id,
                 pin.expose(),
                 timeout.as_secs()
             ),
-            planned_files: 0,
-            files: 0,
-            planned_bytes: 0,
-            bytes: 0,
-            rate_mb_s: 0.0,
-            eta_secs: None,
-        };
+        );
+        view.job_id = Some(job.job_id.clone());
         lock(&self.locked).insert(bay.to_owned(), view);
         let (tx, rx) = oneshot::channel();
         lock(&self.unlocks).insert(bay.to_owned(), tx);

@@ -168,15 +168,7 @@ impl Worker {
             ));
             return None;
         }
-        if let Err(e) = self
-            .store()
-            .set_run_job(self.run, &job.job_id)
-            .and_then(|()| self.store().set_location(&job.job_id, LocationCode::AtAWS))
-        {
-            tracing::error!(job = %job.job_id, error = %e, "cannot record the job's device");
-        }
-        self.station
-            .update(&self.bay, |v| v.job_id = Some(job.job_id.clone()));
+        self.claim(&job);
         self.transition(
             RunState::Authenticated,
             &format!("{how} verified for job {}", job.job_id),
@@ -187,9 +179,8 @@ impl Worker {
         })
     }
 
-    /// A device the guide says to erase without importing (its job is known, its encryption
-    /// is not what the job said): the job ends UnsupportedFileFormat.
-    fn unusable(&self, job: JobRecord, why: String) -> Option<Auth> {
+    /// The run belongs to `job`, whose device is now AtAWS; the bay shows the job.
+    fn claim(&self, job: &JobRecord) {
         if let Err(e) = self
             .store()
             .set_run_job(self.run, &job.job_id)
@@ -199,6 +190,12 @@ impl Worker {
         }
         self.station
             .update(&self.bay, |v| v.job_id = Some(job.job_id.clone()));
+    }
+
+    /// A device the guide says to erase without importing (its job is known, its encryption
+    /// is not what the job said): the job ends UnsupportedFileFormat.
+    fn unusable(&self, job: JobRecord, why: String) -> Option<Auth> {
+        self.claim(&job);
         Some(Auth {
             job,
             unusable: Some(why),
