@@ -526,3 +526,28 @@ fn write_errors_map_to_the_guide_codes() {
         "508 UnableToWrite"
     );
 }
+
+#[tokio::test]
+async fn an_object_larger_than_the_filesystem_holds_gets_413() {
+    let store = Arc::new(MemStore::default());
+    store.put("bkt", "big.bin", pattern(5000, 1), Vec::new());
+    store.put("bkt", "small.bin", pattern(500, 2), Vec::new());
+    let m = manifest("fileSystem: EXT4\noperations:\n  - exportBucket: bkt\n");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = Options {
+        max_file_size: 4096,
+        ..Options::default()
+    };
+    let o = match run(dir.path(), &m, "BIG", store, &NoProgress, options).await {
+        Ok(o) => o,
+        Err(e) => panic!("export: {e}"),
+    };
+    assert_eq!(
+        statuses(&o),
+        vec![
+            row("", 413, "FileTooLarge", "bkt/big.bin"),
+            row("bkt/small.bin", 200, "OK", "bkt/small.bin"),
+        ]
+    );
+    assert!(!dir.path().join("bkt/big.bin").exists());
+}
