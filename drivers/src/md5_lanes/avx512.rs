@@ -1,0 +1,175 @@
+//! The 16-lane MD5 compression on AVX-512F: one 32-bit lane per message.
+//!
+//! Each round loads one 64-byte block of every lane (16 `vmovdqu32`) and transposes the 16x16
+//! words in registers (unpack 32, unpack 64, two `vshufi32x4` stages: 64 shuffles), so that
+//! register `w[j]` holds word `j` of all 16 blocks; the 64 steps then run on whole registers,
+//! `vpternlogd` computing F, G, H or I in one instruction and `vprold` rotating. (A gather per
+//! word, `vpgatherdd`, is simpler, but 16 gathers cost more than the 64 shuffles.) A lane
+//! without a block this round reads a static zero block and keeps its state (a masked add).
+
+use std::arch::x86_64::{
+    __m512i, _mm512_add_epi32, _mm512_loadu_si512, _mm512_mask_add_epi32, _mm512_rol_epi32,
+    _mm512_set1_epi32, _mm512_shuffle_i32x4, _mm512_storeu_si512, _mm512_ternarylogic_epi32,
+    _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32, _mm512_unpacklo_epi64,
+};
+
+use super::{BLOCK, K, LANES};
+
+/// Proof that this CPU has AVX-512F: only [`Avx512::new`] makes one, after checking.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// `Some` if the CPU has AVX-512F (`is_x86_feature_detected!` caches the answer).
+    pub(crate) fn new() -> Option<Self> {
+        std::arch::is_x86_feature_detected!("avx512f").then_some(Self(()))
+    }
+
+    /// Compresses blocks `0..rounds` of every `blocks[i]` that has them into `states[i]`;
+    /// a lane with fewer blocks is left as it is once they are used up.
+    pub(super) fn compress(
+        self,
+        states: &mut [[u32; 4]; LANES],
+        blocks: &[&[u8]; LANES],
+        rounds: usize,
+    ) {
+        // SAFETY: `self` exists only if `new` found AVX-512F on this CPU.
+        unsafe { compress16(states, blocks, rounds) }
+    }
+}
+
+/// The block a lane without data reads (its result is discarded).
+static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
+
+/// `vpternlogd` truth tables for (b, c, d) = (0xF0, 0xCC, 0xAA).
+/// F = (b & c) | (!b & d).
+const F: i32 = 0xCA;
+/// G = (b & d) | (c & !d).
+const G: i32 = 0xE4;
+/// H = b ^ c ^ d.
+const H: i32 = 0x96;
+/// I = c ^ (b | !d).
+const I: i32 = 0x39;
+
+/// See [`Avx512::compress`].
+#[target_feature(enable = "avx512f")]
+fn compress16(states: &mut [[u32; 4]; LANES], blocks: &[&[u8]; LANES], rounds: usize) {
+    let mut cols = [[0u32; LANES]; 4];
+    for (lane, state) in states.iter().enumerate() {
+        for (col, word) in cols.iter_mut().zip(state) {
+            col[lane] = *word;
+        }
+    }
+    let [mut sa, mut sb, mut sc, mut sd] = cols.map(|col| load_words(col));
+
+    for round in 0..rounds {
+        let at = round * BLOCK;
+        let mut mask: u16 = 0;
+        let mut rows = [sa; LANES];
+        for (lane, (row, data)) in rows.iter_mut().zip(blocks).enumerate() {
+            let block = match data.get(at..at + BLOCK) {
+                Some(block) => {
+                    mask |= 1 << lane;
+                    block
+                }
+                None => &ZERO_BLOCK[..],
+            };
+            // SAFETY: `block` is 64 readable bytes; the load is unaligned.
+            *row = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        }
+        let w = transpose(&rows);
+
+        let (mut a, mut b, mut c, mut d) = (sa, sb, sc, sd);
+        macro_rules! step {
+            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $g:expr, $k:expr, $s:expr) => {
+                let t =
+                    _mm512_add_epi32(_mm512_add_epi32($a, w[$g]), _mm512_set1_epi32(K[$k] as i32));
+                let t = _mm512_add_epi32(t, _mm512_ternarylogic_epi32::<$f>($b, $c, $d));
+                $a = _mm512_add_epi32($b, _mm512_rol_epi32::<$s>(t));
+            };
+        }
+        macro_rules! quad {
+            ($f:ident, [$g0:expr, $g1:expr, $g2:expr, $g3:expr], $k:expr, [$s0:expr, $s1:expr, $s2:expr, $s3:expr]) => {
+                step!($f, a, b, c, d, $g0, $k, $s0);
+                step!($f, d, a, b, c, $g1, $k + 1, $s1);
+                step!($f, c, d, a, b, $g2, $k + 2, $s2);
+                step!($f, b, c, d, a, $g3, $k + 3, $s3);
+            };
+        }
+        quad!(F, [0, 1, 2, 3], 0, [7, 12, 17, 22]);
+        quad!(F, [4, 5, 6, 7], 4, [7, 12, 17, 22]);
+        quad!(F, [8, 9, 10, 11], 8, [7, 12, 17, 22]);
+        quad!(F, [12, 13, 14, 15], 12, [7, 12, 17, 22]);
+        quad!(G, [1, 6, 11, 0], 16, [5, 9, 14, 20]);
+        quad!(G, [5, 10, 15, 4], 20, [5, 9, 14, 20]);
+        quad!(G, [9, 14, 3, 8], 24, [5, 9, 14, 20]);
+        quad!(G, [13, 2, 7, 12], 28, [5, 9, 14, 20]);
+        quad!(H, [5, 8, 11, 14], 32, [4, 11, 16, 23]);
+        quad!(H, [1, 4, 7, 10], 36, [4, 11, 16, 23]);
+        quad!(H, [13, 0, 3, 6], 40, [4, 11, 16, 23]);
+        quad!(H, [9, 12, 15, 2], 44, [4, 11, 16, 23]);
+        quad!(I, [0, 7, 14, 5], 48, [6, 10, 15, 21]);
+        quad!(I, [12, 3, 10, 1], 52, [6, 10, 15, 21]);
+        quad!(I, [8, 15, 6, 13], 56, [6, 10, 15, 21]);
+        quad!(I, [4, 11, 2, 9], 60, [6, 10, 15, 21]);
+
+        // Lanes in `mask` add the block's result; the others keep their state.
+        sa = _mm512_mask_add_epi32(sa, mask, sa, a);
+        sb = _mm512_mask_add_epi32(sb, mask, sb, b);
+        sc = _mm512_mask_add_epi32(sc, mask, sc, c);
+        sd = _mm512_mask_add_epi32(sd, mask, sd, d);
+    }
+
+    for (col, v) in cols.iter_mut().zip([sa, sb, sc, sd]) {
+        // SAFETY: `col` is 64 writable bytes; the store is unaligned.
+        unsafe { _mm512_storeu_si512(col.as_mut_ptr().cast(), v) };
+    }
+    for (lane, state) in states.iter_mut().enumerate() {
+        for (word, col) in state.iter_mut().zip(&cols) {
+            *word = col[lane];
+        }
+    }
+}
+
+/// Sixteen 32-bit words into one register.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load_words(words: [u32; LANES]) -> __m512i {
+    // SAFETY: `words` is 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
+}
+
+/// The 16x16 transpose of 32-bit words: `rows[i]` is block `i`, result `j` is word `j` of each
+/// block (lane `i` from block `i`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose(rows: &[__m512i; LANES]) -> [__m512i; LANES] {
+    // Within each 128-bit lane, per group of four rows r0..r3: u[m] = (r0[m], r1[m], r2[m],
+    // r3[m]) for word m of that 128-bit lane.
+    let mut u = *rows;
+    for g in 0..4 {
+        let r = &rows[4 * g..4 * g + 4];
+        let t0 = _mm512_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm512_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm512_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm512_unpackhi_epi32(r[2], r[3]);
+        u[4 * g] = _mm512_unpacklo_epi64(t0, t2);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
+    }
+    // Then the 128-bit lanes: word 4k + m of all blocks is 128-bit lane k of u[m], u[4 + m],
+    // u[8 + m], u[12 + m].
+    let mut w = u;
+    for m in 0..4 {
+        let x_lo = _mm512_shuffle_i32x4::<0x44>(u[m], u[4 + m]);
+        let x_hi = _mm512_shuffle_i32x4::<0xEE>(u[m], u[4 + m]);
+        let y_lo = _mm512_shuffle_i32x4::<0x44>(u[8 + m], u[12 + m]);
+        let y_hi = _mm512_shuffle_i32x4::<0xEE>(u[8 + m], u[12 + m]);
+        w[m] = _mm512_shuffle_i32x4::<0x88>(x_lo, y_lo);
+        w[4 + m] = _mm512_shuffle_i32x4::<0xDD>(x_lo, y_lo);
+        w[8 + m] = _mm512_shuffle_i32x4::<0x88>(x_hi, y_hi);
+        w[12 + m] = _mm512_shuffle_i32x4::<0xDD>(x_hi, y_hi);
+    }
+    w
+}
