@@ -92,9 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let cpu_start = cpu_seconds();
             let started = Instant::now();
             for _ in 0..passes {
-                std::hint::black_box(drivers::md5_lanes::digest_many(std::hint::black_box(
-                    &refs,
-                )));
+                std::hint::black_box(drivers::md5_lanes::digest_many(std::hint::black_box(&refs)));
             }
             let wall = started.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu_start;

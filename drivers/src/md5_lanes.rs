@@ -8,12 +8,16 @@
 //! I, `vprold` for the rotates). One core then hashes 16 blocks in about the time of one.
 //!
 //! [`update_many`] tops up each lane's pending partial block first (compressed by the scalar
-//! code if it completes), then feeds the lanes' whole 64-byte blocks to the 16-lane kernel, 16
-//! lanes per group, and keeps each lane's tail (< 64 bytes) pending. The kernel loads one block
-//! of each lane and transposes the 16x16 words in registers. Lanes of unequal length are
-//! handled with a mask: a lane whose blocks are used up reads a dummy block and its state is
-//! not updated; once a single lane is left, its remaining blocks go to the scalar code. Equal
-//! lengths (16 parts of 8 MiB) keep all 16 lanes busy to the end.
+//! code if it completes), then feeds the lanes' whole 64-byte blocks to the SIMD kernel, and
+//! keeps each lane's tail (< 64 bytes) pending. The kernel loads one block of each lane and
+//! transposes the 16x16 words in registers. One group's 64 steps are a single chain of dependent
+//! instructions (about 8 cycles a step on the Zen 5 build host), so with more than 16 lanes two
+//! groups run interleaved and fill each other's waits: 32 lanes hash ~1.6x as fast as 16 when
+//! the data is in cache. Lanes of unequal length are handled with a mask: a lane whose blocks
+//! are used up reads a dummy block and its state is not updated; once a single lane is left,
+//! its remaining blocks go to the scalar code. Equal lengths (16 parts of 8 MiB) keep all lanes
+//! busy to the end. [`digest_many`] also sends each message's last block or two (tail and
+//! padding) through the kernel, so small files are hashed 16 or 32 at a time too.
 //!
 //! Without AVX-512 (or off x86-64) everything runs through a portable scalar MD5 compression
 //! ([`compress`]), one lane after another; the results are the same bytes.
@@ -26,6 +30,13 @@ mod avx512;
 
 /// Lanes per SIMD group: 32-bit words in a 512-bit register.
 const LANES: usize = 16;
+
+/// Groups of 16 lanes the SIMD kernel runs interleaved: one group's 64 steps are a chain of
+/// dependent instructions, and a second independent chain fills the cycles it waits.
+const GROUPS: usize = 2;
+
+/// Lanes taken per pass of [`update_many`].
+const CHUNK: usize = LANES * GROUPS;
 
 /// MD5 block size in bytes.
 const BLOCK: usize = 64;
@@ -142,16 +153,13 @@ impl Md5Lane {
 
     /// The digest, after the standard padding (0x80, zeros, the length in bits little-endian).
     pub fn finalize(mut self) -> [u8; 16] {
-        let bits = self.len.wrapping_mul(8);
-        let mut block = [0u8; BLOCK];
-        block[..self.pending_len].copy_from_slice(&self.pending[..self.pending_len]);
-        block[self.pending_len] = 0x80;
-        if self.pending_len >= BLOCK - 8 {
-            compress(&mut self.state, &block);
-            block = [0u8; BLOCK];
-        }
-        block[BLOCK - 8..].copy_from_slice(&bits.to_le_bytes());
-        compress(&mut self.state, &block);
+        let (last, n) = final_blocks(&self.pending[..self.pending_len], self.len);
+        compress_blocks(&mut self.state, &last[..n]);
+        self.digest()
+    }
+
+    /// The state as the digest's bytes (once the final blocks are compressed).
+    fn digest(&self) -> [u8; 16] {
         let mut out = [0u8; 16];
         for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {
             chunk.copy_from_slice(&word.to_le_bytes());
@@ -227,67 +235,100 @@ pub fn digest_many(messages: &[&[u8]]) -> Vec<[u8; 16]> {
 /// [`digest_many`] on a given kernel.
 pub(crate) fn digest_many_with(kernel: Kernel, messages: &[&[u8]]) -> Vec<[u8; 16]> {
     let mut lanes = vec![Md5Lane::new(); messages.len()];
-    update_many_with(kernel, &mut lanes, messages);
-    lanes.into_iter().map(Md5Lane::finalize).collect()
+    let whole: Vec<&[u8]> = messages
+        .iter()
+        .map(|m| &m[..m.len() / BLOCK * BLOCK])
+        .collect();
+    update_many_with(kernel, &mut lanes, &whole);
+    // The tails and padding as one or two whole blocks per message, so they go through the SIMD
+    // kernel too (all of a message under 56 bytes).
+    let last: Vec<([u8; 2 * BLOCK], usize)> = messages
+        .iter()
+        .map(|m| final_blocks(&m[m.len() / BLOCK * BLOCK..], m.len() as u64))
+        .collect();
+    let last: Vec<&[u8]> = last.iter().map(|(blocks, n)| &blocks[..*n]).collect();
+    update_many_with(kernel, &mut lanes, &last);
+    lanes.iter().map(Md5Lane::digest).collect()
+}
+
+/// The last one or two blocks of a message of `len` bytes whose `tail` (< 64 bytes) is not
+/// compressed yet: the tail, 0x80, zeros, the length in bits (little-endian, modulo 2^64).
+/// Returns the buffer and how many of its bytes are used (64 or 128).
+fn final_blocks(tail: &[u8], len: u64) -> ([u8; 2 * BLOCK], usize) {
+    let mut blocks = [0u8; 2 * BLOCK];
+    let tail = &tail[..tail.len().min(BLOCK - 1)];
+    blocks[..tail.len()].copy_from_slice(tail);
+    blocks[tail.len()] = 0x80;
+    let n = if tail.len() < BLOCK - 8 {
+        BLOCK
+    } else {
+        2 * BLOCK
+    };
+    blocks[n - 8..n].copy_from_slice(&len.wrapping_mul(8).to_le_bytes());
+    (blocks, n)
 }
 
 /// [`update_many`] on a given kernel.
 pub(crate) fn update_many_with(kernel: Kernel, lanes: &mut [Md5Lane], data: &[&[u8]]) {
     debug_assert_eq!(lanes.len(), data.len(), "one message per lane");
-    for (lanes, data) in lanes.chunks_mut(LANES).zip(data.chunks(LANES)) {
-        let mut blocks: [&[u8]; LANES] = [&[]; LANES];
-        let mut tails: [&[u8]; LANES] = [&[]; LANES];
-        for ((lane, data), (blocks, tail)) in lanes
-            .iter_mut()
-            .zip(data)
-            .zip(blocks.iter_mut().zip(tails.iter_mut()))
-        {
+    for (lanes, data) in lanes.chunks_mut(CHUNK).zip(data.chunks(CHUNK)) {
+        let mut blocks: [[&[u8]; LANES]; GROUPS] = [[&[]; LANES]; GROUPS];
+        let mut tails: [&[u8]; CHUNK] = [&[]; CHUNK];
+        for (i, (lane, data)) in lanes.iter_mut().zip(data).enumerate() {
             let rest = lane.top_up(data);
-            (*blocks, *tail) = rest.split_at(rest.len() / BLOCK * BLOCK);
+            (blocks[i / LANES][i % LANES], tails[i]) = rest.split_at(rest.len() / BLOCK * BLOCK);
         }
-        compress_group(kernel, lanes, &blocks);
+        compress_chunk(kernel, lanes, &blocks);
         for (lane, tail) in lanes.iter_mut().zip(tails) {
             lane.keep(tail);
         }
     }
 }
 
-/// Compresses `blocks[i]` (whole blocks) into `lanes[i]`'s state, `lanes.len() <= 16`.
-fn compress_group(kernel: Kernel, lanes: &mut [Md5Lane], blocks: &[&[u8]; LANES]) {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512(k) => {
-            // The kernel runs while at least two lanes have a block: the second-largest count.
-            let (mut first, mut second) = (0, 0);
-            for b in blocks {
-                let n = b.len() / BLOCK;
-                if n > first {
-                    second = first;
-                    first = n;
-                } else if n > second {
-                    second = n;
-                }
-            }
-            if second > 0 {
-                let mut states = [[0u32; 4]; LANES];
-                for (s, lane) in states.iter_mut().zip(lanes.iter()) {
-                    *s = lane.state;
-                }
-                k.compress(&mut states, blocks, second);
-                for (lane, s) in lanes.iter_mut().zip(states) {
-                    lane.state = s;
-                }
-            }
-            let done = second * BLOCK;
-            for (lane, b) in lanes.iter_mut().zip(blocks) {
-                compress_blocks(&mut lane.state, b.get(done..).unwrap_or(&[]));
+/// Compresses `blocks[i / 16][i % 16]` (whole blocks) into `lanes[i]`'s state, for the up to
+/// `CHUNK` lanes of one chunk.
+fn compress_chunk(kernel: Kernel, lanes: &mut [Md5Lane], blocks: &[[&[u8]; LANES]; GROUPS]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let Kernel::Avx512(k) = kernel {
+        // The kernel runs while at least two lanes have a block: the second-largest count.
+        let (mut first, mut second) = (0, 0);
+        for b in blocks.iter().flatten() {
+            let n = b.len() / BLOCK;
+            if n > first {
+                second = first;
+                first = n;
+            } else if n > second {
+                second = n;
             }
         }
-        Kernel::Scalar => {
-            for (lane, b) in lanes.iter_mut().zip(blocks) {
-                compress_blocks(&mut lane.state, b);
+        if second > 0 {
+            let mut states = [[[0u32; 4]; LANES]; GROUPS];
+            for (i, lane) in lanes.iter().enumerate() {
+                states[i / LANES][i % LANES] = lane.state;
             }
+            // One group when it holds every lane; else all of them, interleaved.
+            if lanes.len() <= LANES {
+                let [first_states, ..] = &mut states;
+                let [first_blocks, ..] = blocks;
+                k.compress::<1>(
+                    std::array::from_mut(first_states),
+                    std::array::from_ref(first_blocks),
+                    second,
+                );
+            } else {
+                k.compress::<GROUPS>(&mut states, blocks, second);
+            }
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                lane.state = states[i / LANES][i % LANES];
+            }
+            done = second * BLOCK;
         }
+    }
+    let _ = kernel;
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        let b = blocks[i / LANES][i % LANES];
+        compress_blocks(&mut lane.state, b.get(done..).unwrap_or(&[]));
     }
 }
 
