@@ -6,7 +6,7 @@
 //!
 //! `unsafe` is denied in the whole crate; three small modules allow it, with a `SAFETY` comment
 //! on every block: the ioctls, the VAES/AVX-512 AES-XTS kernel (`truecrypt::vaes`), and the
-//! 16-lane AVX-512 MD5 (`md5_lanes`).
+//! multi-buffer MD5 kernels on AVX-512 and AVX2 (`md5_lanes`).
 
 #![deny(unsafe_code)]
 

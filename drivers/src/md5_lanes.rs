@@ -280,6 +280,7 @@ pub(crate) fn digest_many_with(kernel: Kernel, messages: &[&[u8]]) -> Vec<[u8; 1
 /// compressed yet: the tail, 0x80, zeros, the length in bits (little-endian, modulo 2^64).
 /// Returns the buffer and how many of its bytes are used (64 or 128).
 fn final_blocks(tail: &[u8], len: u64) -> ([u8; 2 * BLOCK], usize) {
+    debug_assert!(tail.len() < BLOCK, "a tail is less than a block");
     let mut blocks = [0u8; 2 * BLOCK];
     let tail = &tail[..tail.len().min(BLOCK - 1)];
     blocks[..tail.len()].copy_from_slice(tail);
