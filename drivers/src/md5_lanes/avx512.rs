@@ -5,7 +5,8 @@
 //! register `w[j]` holds word `j` of all 16 blocks; the 64 steps then run on whole registers,
 //! `vpternlogd` computing F, G, H or I in one instruction and `vprold` rotating. A lane without
 //! a block this round reads a static zero block and keeps its state (a masked add). `N` groups
-//! of 16 lanes run interleaved (the caller uses 1 or 2: 3 and 4 measured slower than 2).
+//! of 16 lanes run interleaved (the caller uses 1 or 2: 3 and 4 measured slower than 2), and
+//! each lane's data 1 KiB on is prefetched during the steps.
 //!
 //! Gathers instead of the transpose: the 16 lanes' blocks are anywhere in memory, so a word of
 //! all 16 takes two `vpgatherqd` (64-bit addresses); measured on 16 x 64 MiB, 4.2 GB/s against
@@ -15,13 +16,16 @@ use std::arch::x86_64::{
     __m512i, _mm512_add_epi32, _mm512_loadu_si512, _mm512_mask_add_epi32, _mm512_rol_epi32,
     _mm512_set1_epi32, _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_storeu_si512,
     _mm512_ternarylogic_epi32, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32,
-    _mm512_unpacklo_epi64, _mm_prefetch, _MM_HINT_T1,
+    _mm512_unpacklo_epi64, _mm_prefetch, _MM_HINT_T0,
 };
 
 use super::{BLOCK, K, LANES};
 
-/// How far ahead in each lane the kernel asks for data (into L2): with 32 lanes out of memory
-/// the hardware prefetchers alone left it at ~5.4 GB/s, ~6.3 GB/s with this (and ~10 in cache).
+/// How far ahead in each lane the kernel asks for data (`prefetcht0`), one lane's line per group
+/// after each four steps, so the requests are spread over the round rather than issued in a
+/// burst with the loads. On 32 x 8 MiB out of memory the hardware prefetchers alone left the
+/// two-group kernel at ~5.4 GB/s, the same prefetches in a burst at ~6.3, spread at ~10 (as fast
+/// as in cache); 512 and 2048 bytes measured no better.
 const PREFETCH: usize = 1024;
 
 /// Proof that this CPU has AVX-512F: only [`Avx512::new`] makes one, after checking.
@@ -82,9 +86,11 @@ fn compress_groups<const N: usize>(
 
     let mut w = [[zero; LANES]; N];
     let mut masks = [0u16; N];
+    // Where each lane's data will be read PREFETCH bytes on (a hint: may be past the data).
+    let mut ahead = [[ZERO_BLOCK.as_ptr(); LANES]; N];
     for round in 0..rounds {
         let at = round * BLOCK;
-        for ((w, mask), blocks) in w.iter_mut().zip(&mut masks).zip(blocks) {
+        for (gi, ((w, mask), blocks)) in w.iter_mut().zip(&mut masks).zip(blocks).enumerate() {
             let mut rows = [zero; LANES];
             *mask = 0;
             for (lane, (row, data)) in rows.iter_mut().zip(blocks).enumerate() {
@@ -97,8 +103,7 @@ fn compress_groups<const N: usize>(
                 };
                 // SAFETY: `block` is 64 readable bytes; the load is unaligned.
                 *row = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-                // A hint, never a fault: the address may be past the lane's data.
-                _mm_prefetch::<_MM_HINT_T1>(block.as_ptr().wrapping_add(PREFETCH).cast());
+                ahead[gi][lane] = block.as_ptr().wrapping_add(PREFETCH);
             }
             *w = transpose(&rows);
         }
@@ -119,6 +124,10 @@ fn compress_groups<const N: usize>(
         }
         macro_rules! quad {
             ($f:ident, [$g0:expr, $g1:expr, $g2:expr, $g3:expr], $k:expr, [$s0:expr, $s1:expr, $s2:expr, $s3:expr]) => {
+                // A hint, never a fault, whatever the address.
+                for ahead in &ahead {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead[$k / 4].cast());
+                }
                 step!($f, a, b, c, d, $g0, $k, $s0);
                 step!($f, d, a, b, c, $g1, $k + 1, $s1);
                 step!($f, c, d, a, b, $g2, $k + 2, $s2);
