@@ -20,7 +20,7 @@
 # AVX2 registers (about 2.8 GB/s for 16 lanes on the Zen 5 build host, forced), else the scalar
 # code one message at a time (then the ratio is about 0.8, not a multiple). One group of 16
 # lanes is bound by the latency of its chain of dependent steps (4 instructions a step), so 8
-# messages hash at about half the rate of 16, and 32 faster than 16 when the data is in cache.
+# messages hash at about half the rate of 16, and 32 (two groups interleaved) ~1.6x as fast.
 #
 # Needs cargo, openssl and taskset (util-linux); installs nothing; needs ~1.1 GiB of memory.
 # The binary is built into the repository's target directory (or $CARGO_TARGET_DIR when set, as

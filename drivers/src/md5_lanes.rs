@@ -7,22 +7,22 @@
 //! and each MD5 step is the same handful of instructions on all 16 (`vpternlogd` for F, G, H and
 //! I, `vprold` for the rotates). One core then hashes 16 blocks in about the time of one.
 //!
-//! [`update_many`] tops up each lane's pending partial block first (compressed by the scalar
-//! code if it completes), then feeds the lanes' whole 64-byte blocks to the SIMD kernel, and
-//! keeps each lane's tail (< 64 bytes) pending. The kernel loads one block of each lane and
-//! transposes the 16x16 words in registers. One group's 64 steps are a single chain of dependent
-//! instructions (about 8 cycles a step on the Zen 5 build host), so with more than 16 lanes two
-//! groups run interleaved and fill each other's waits: 32 lanes hash ~1.6x as fast as 16 when
-//! the data is in cache. Lanes of unequal length are handled with a mask: a lane whose blocks
-//! are used up reads a dummy block and its state is not updated; once a single lane is left,
-//! its remaining blocks go to the scalar code. Equal lengths (16 parts of 8 MiB) keep all lanes
-//! busy to the end. [`digest_many`] also sends each message's last block or two (tail and
-//! padding) through the kernel, so small files are hashed 16 or 32 at a time too.
+//! [`update_many`] tops up each lane's pending partial block first (compressed by the scalar code
+//! if it completes), then feeds the lanes' whole 64-byte blocks to the SIMD kernel, and keeps each
+//! lane's tail (< 64 bytes) pending. The kernel loads one block of each lane and transposes the
+//! 16x16 words in registers. One group's 64 steps are a single chain of dependent instructions
+//! (about 8 cycles a step on the Zen 5 build host), so with more than 16 lanes two groups run
+//! interleaved and fill each other's waits: 32 lanes hash ~1.6x as fast as 16. Lanes of unequal
+//! length are handled with a mask: a lane whose blocks are used up reads a dummy block and its
+//! state is not updated; once a single lane is left, its remaining blocks go to the scalar code.
+//! Equal lengths (16 parts of 8 MiB) keep all lanes busy to the end. [`digest_many`] also sends
+//! each message's last block or two (tail and padding) through the kernel, so small files are
+//! hashed 16 or 32 at a time too.
 //!
 //! Without AVX-512F the same scheme runs on AVX2 (`md5_lanes::avx2`: a group of 16 lanes as two
 //! 8-lane registers, rotates and F..I in two or three instructions each; ~2.8 GB/s for 16 lanes
 //! on the build host against ~6.4 on AVX-512). Without either (or off x86-64) everything runs
-//! through a portable scalar MD5 compression ([`compress`]), one lane after another. All paths
+//! through a portable scalar MD5 compression (`compress`), one lane after another. All paths
 //! give the same bytes; the tests run every kernel the CPU has against md-5.
 //!
 //! This module allows `unsafe` for the intrinsics of `md5_lanes::avx512` and `md5_lanes::avx2`,
@@ -466,7 +466,7 @@ mod tests {
         if rng.random_bool(0.5) {
             rng.random_range(0..=300)
         } else {
-            // Within 3 bytes of a block boundary, or of 56 past one (where the length no longer fits).
+            // Near a block boundary or 56 past one (where the length stops fitting).
             let boundary: usize = 64 * rng.random_range(0..=4) + [0, 56][rng.random_range(0..2)];
             (boundary + rng.random_range(0..=6)).saturating_sub(3)
         }

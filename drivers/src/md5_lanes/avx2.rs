@@ -128,7 +128,12 @@ fn compress16(states: &mut [[u32; 4]; LANES], blocks: &[&[u8]; LANES], rounds: u
             };
         }
         macro_rules! quad {
-            ($f:ident, [$g0:expr, $g1:expr, $g2:expr, $g3:expr], $k:expr, [$s0:literal, $s1:literal, $s2:literal, $s3:literal]) => {
+            (
+                $f:ident,
+                [$g0:expr, $g1:expr, $g2:expr, $g3:expr],
+                $k:expr,
+                [$s0:literal, $s1:literal, $s2:literal, $s3:literal]
+            ) => {
                 step!($f, a, b, c, d, $g0, $k, $s0);
                 step!($f, d, a, b, c, $g1, $k + 1, $s1);
                 step!($f, c, d, a, b, $g2, $k + 2, $s2);

@@ -123,7 +123,12 @@ fn compress_groups<const N: usize>(
             };
         }
         macro_rules! quad {
-            ($f:ident, [$g0:expr, $g1:expr, $g2:expr, $g3:expr], $k:expr, [$s0:expr, $s1:expr, $s2:expr, $s3:expr]) => {
+            (
+                $f:ident,
+                [$g0:expr, $g1:expr, $g2:expr, $g3:expr],
+                $k:expr,
+                [$s0:expr, $s1:expr, $s2:expr, $s3:expr]
+            ) => {
                 // A hint, never a fault, whatever the address.
                 for ahead in &ahead {
                     _mm_prefetch::<_MM_HINT_T0>(ahead[$k / 4].cast());
