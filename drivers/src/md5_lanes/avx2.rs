@@ -112,10 +112,10 @@ fn compress16(states: &mut [[u32; 4]; LANES], blocks: &[&[u8]; LANES], rounds: u
             };
         }
         macro_rules! step {
-            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $g:expr, $k:expr, $s:expr) => {
+            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:expr) => {
                 for x in 0..2 {
                     let t = _mm256_add_epi32(
-                        _mm256_add_epi32($a[x], w[x][$g]),
+                        _mm256_add_epi32($a[x], w[x][$m]),
                         _mm256_set1_epi32(K[$k] as i32),
                     );
                     let t = _mm256_add_epi32(t, $f!($b[x], $c[x], $d[x]));

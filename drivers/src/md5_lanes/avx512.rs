@@ -110,10 +110,10 @@ fn compress_groups<const N: usize>(
 
         let (mut a, mut b, mut c, mut d) = (sa, sb, sc, sd);
         macro_rules! step {
-            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $g:expr, $k:expr, $s:expr) => {
+            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:expr) => {
                 for g in 0..N {
                     let t = _mm512_add_epi32(
-                        _mm512_add_epi32($a[g], w[g][$g]),
+                        _mm512_add_epi32($a[g], w[g][$m]),
                         _mm512_set1_epi32(K[$k] as i32),
                     );
                     let t =
