@@ -129,9 +129,13 @@ fn compress_groups<const N: usize>(
                 $k:expr,
                 [$s0:expr, $s1:expr, $s2:expr, $s3:expr]
             ) => {
-                // A hint, never a fault, whatever the address.
                 for ahead in &ahead {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead[$k / 4].cast());
+                    // SAFETY: a prefetch is a hint that never faults, whatever the address.
+                    // (`_mm_prefetch` is safe in Rust 1.95's std; this keeps older ones building.)
+                    #[allow(unused_unsafe)]
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead[$k / 4].cast())
+                    };
                 }
                 step!($f, a, b, c, d, $g0, $k, $s0);
                 step!($f, d, a, b, c, $g1, $k + 1, $s1);
