@@ -1,0 +1,118 @@
+//! Measures `drivers::md5_lanes` for `bench/md5.sh` (run it in release, pinned to one core):
+//!
+//!   md5_lanes single BYTES          md-5 (RustCrypto) over one message of BYTES
+//!   md5_lanes lanes COUNT BYTES     `digest_many` over COUNT messages of BYTES each, repeated
+//!                                   until at least 1 GiB has been hashed; three such trials,
+//!                                   the median reported
+//!
+//! The messages are pseudo-random bytes written before the clock starts. Figures go to stdout
+//! as `key: value` lines; rates are MB/s (10^6 bytes per second) of this thread's CPU time and,
+//! beside them, of wall-clock time.
+
+use std::time::Instant;
+
+use md5::{Digest, Md5};
+
+/// The least a `lanes` run hashes, so small groups are timed over many repetitions.
+const MIN_TOTAL: u64 = 1 << 30;
+
+/// Timed trials of a `lanes` run; the median is reported.
+const TRIALS: usize = 3;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("md5_lanes: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// CPU time of this thread (user and system), from the scheduler's nanosecond counter: the
+/// machine may be shared, and `openssl speed` divides by CPU time too.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds
+}
+
+/// `len` pseudo-random bytes (xorshift), different for each `seed`.
+fn message(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints the rates of `bytes` hashed in `cpu` and `wall` seconds.
+fn report(bytes: u64, cpu: f64, wall: f64) {
+    println!("bytes: {bytes}");
+    println!("cpu seconds: {cpu:.3}");
+    println!("MB/s of cpu time: {:.0}", mb_per_s(bytes, cpu));
+    println!("MB/s: {:.0}", mb_per_s(bytes, wall));
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["single", bytes] => {
+            let data = message(bytes.parse()?, 1);
+            let cpu_start = cpu_seconds();
+            let started = Instant::now();
+            let digest = Md5::digest(&data);
+            let wall = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu_start;
+            println!("md5: {}", hex(&digest));
+            report(data.len() as u64, cpu, wall);
+        }
+        ["lanes", count, bytes] => {
+            let count: usize = count.parse()?;
+            let bytes: usize = bytes.parse()?;
+            let messages: Vec<Vec<u8>> = (0..count).map(|i| message(bytes, i as u64 + 1)).collect();
+            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            let per_pass = (count * bytes) as u64;
+            let passes = MIN_TOTAL.div_ceil(per_pass.max(1)).max(1);
+            // One pass that is checked against md-5 and not timed: it also warms the pages.
+            let digests = drivers::md5_lanes::digest_many(&refs);
+            for (m, d) in messages.iter().zip(&digests) {
+                if Md5::digest(m)[..] != d[..] {
+                    return Err("digest_many disagrees with md-5".into());
+                }
+            }
+            // The median of three timed trials, so one disturbed trial does not decide the figure.
+            let mut trials: Vec<(f64, f64)> = (0..TRIALS)
+                .map(|_| {
+                    let cpu_start = cpu_seconds();
+                    let started = Instant::now();
+                    for _ in 0..passes {
+                        std::hint::black_box(drivers::md5_lanes::digest_many(
+                            std::hint::black_box(&refs),
+                        ));
+                    }
+                    (cpu_seconds() - cpu_start, started.elapsed().as_secs_f64())
+                })
+                .collect();
+            trials.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (cpu, wall) = trials[TRIALS / 2];
+            println!("lanes: {count} x {bytes} bytes, {passes} passes, median of {TRIALS} trials");
+            println!("checked against md-5: true");
+            report(per_pass * passes, cpu, wall);
+        }
+        _ => return Err("usage: md5_lanes single BYTES | md5_lanes lanes COUNT BYTES".into()),
+    }
+    Ok(())
+}
