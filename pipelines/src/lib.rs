@@ -11,6 +11,7 @@ pub mod ebs_import;
 pub mod erase;
 pub mod glacier_import;
 pub mod job_log;
+pub mod lanes;
 pub mod manifest;
 pub mod object_store;
 pub mod retry;

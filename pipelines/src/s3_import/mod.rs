@@ -8,7 +8,7 @@ pub mod key;
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use drivers::fs::walk::{walk, Limits, WalkEntry, WalkProblem};
@@ -242,15 +242,17 @@ const READ_AHEAD_BYTES: u64 = 8 * MIB;
 const READ_AHEAD_FILES: usize = 128;
 /// Threads that read ahead side by side (several reads in flight).
 const READ_AHEAD_THREADS: usize = 4;
+/// The most parts of one file read before their MD5s are computed side by side.
+const PART_LANES: u32 = 16;
 
 /// Reads the small files at the head of `files` (up to `READ_AHEAD_FILES` of them and
 /// `READ_AHEAD_BYTES` in all) on several threads at once, so many small reads are in flight
-/// instead of one. A file that cannot be read is left out (the caller reads it again itself,
-/// and logs the error).
+/// instead of one, and their MD5s side by side. A file that cannot be read is left out (the
+/// caller reads it again itself, and logs the error).
 fn read_ahead(
     fs: &dyn FileSystem,
     files: &[&WalkEntry],
-) -> std::collections::HashMap<EntryId, Vec<u8>> {
+) -> std::collections::HashMap<EntryId, Ahead> {
     let mut batch = Vec::new();
     let mut bytes = 0u64;
     for w in files {
@@ -286,8 +288,17 @@ fn read_ahead(
             }
         })
     });
-    read.into_inner().unwrap_or_else(|e| e.into_inner())
+    let read = read.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (ids, bufs): (Vec<EntryId>, Vec<Vec<u8>>) = read.into_iter().unzip();
+    let md5s = tokio::task::block_in_place(|| {
+        let messages: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        drivers::md5_lanes::digest_many(&messages)
+    });
+    ids.into_iter().zip(bufs.into_iter().zip(md5s)).collect()
 }
+
+/// A small file read ahead, and its MD5.
+type Ahead = (Vec<u8>, [u8; 16]);
 
 /// The MD5 of `buf`. A large buffer is hashed with `block_in_place`, so the other tasks of the
 /// worker (uploads in flight) move on meanwhile.
@@ -390,7 +401,7 @@ pub async fn run(
         });
     }
 
-    let mut ahead: std::collections::HashMap<EntryId, Vec<u8>> = Default::default();
+    let mut ahead: std::collections::HashMap<EntryId, Ahead> = Default::default();
     for (at, w) in files.iter().enumerate() {
         let entry = &w.entry;
         let path = w.path_bytes();
@@ -495,15 +506,15 @@ pub async fn run(
         if size <= part && !ahead.contains_key(&entry.id) {
             ahead = read_ahead(fs, &files[at..]);
         }
-        let (buf, read) = match ahead.remove(&entry.id) {
-            Some(buf) => {
+        let (buf, read, hashed) = match ahead.remove(&entry.id) {
+            Some((buf, md5)) => {
                 let n = buf.len();
-                (buf, Ok(n))
+                (buf, Ok(n), Some(md5))
             }
             None => {
                 let mut buf = vec![0u8; usize::try_from(first_len).unwrap_or(0)];
                 let read = read_full(fs, entry.id, 0, &mut buf);
-                (buf, read)
+                (buf, read, None)
             }
         };
         let read = match read {
@@ -531,7 +542,7 @@ pub async fn run(
             let content_type = row.content_type.clone();
             let requests = Arc::clone(&requests);
             let task = tokio::spawn(async move {
-                let md5 = md5_of(&buf);
+                let md5 = hashed.unwrap_or_else(|| md5_of(&buf));
                 // The semaphore is never closed.
                 let request = requests.acquire_owned().await.ok();
                 let result = store.put_object(&bucket, &key, buf, md5, &headers).await;
@@ -569,7 +580,7 @@ pub async fn run(
         // Multipart: parts upload in the background while the next ones are read.
         // An upload an interrupted run left for this key is resumed: its parts whose MD5
         // matches what the device holds now are not sent again. Any others are aborted.
-        // The whole-file MD5 is computed here, in order; each part's MD5 by its upload task.
+        // The whole-file MD5 is computed here, in order; the parts' MD5s a group at a time.
         let mut whole = Md5::new();
         whole.update(&buf);
         let (resumed, stored_parts) =
@@ -594,65 +605,74 @@ pub async fn run(
         let mut number = 1i32;
         let mut first = Some((buf, permit));
         let mut read_failed = false;
-        while offset < size {
-            let len = part.min(size - offset);
-            let (buf, permit) = match first.take() {
-                Some(b) => b,
-                None => {
-                    let permit = match Arc::clone(&memory)
-                        .acquire_many_owned(permits_for(len))
-                        .await
-                    {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    };
-                    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                    match read_full(fs, entry.id, offset, &mut buf) {
-                        Ok(n) if n as u64 == len => {}
-                        _ => {
-                            read_failed = true;
-                            break;
+        // Parts are read a group at a time and the group's MD5s computed side by side.
+        let mut group: Vec<(i32, u64, Vec<u8>, OwnedSemaphorePermit)> = Vec::new();
+        let group_max = (cap_mib / permits_for(part) / 2).clamp(1, PART_LANES);
+        while offset < size || !group.is_empty() {
+            if offset < size && group.len() < group_max as usize {
+                let len = part.min(size - offset);
+                let (buf, permit) = match first.take() {
+                    Some(b) => b,
+                    None => {
+                        let permit = match Arc::clone(&memory)
+                            .acquire_many_owned(permits_for(len))
+                            .await
+                        {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        };
+                        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                        match read_full(fs, entry.id, offset, &mut buf) {
+                            Ok(n) if n as u64 == len => {}
+                            _ => {
+                                read_failed = true;
+                                break;
+                            }
                         }
+                        progress.bytes(len);
+                        whole.update(&buf);
+                        (buf, permit)
                     }
-                    progress.bytes(len);
-                    whole.update(&buf);
-                    (buf, permit)
-                }
-            };
-            // A part an interrupted run stored is compared here; the others are hashed by
-            // their upload tasks, so the reader goes on meanwhile.
-            let already = stored_parts.get(&number).and_then(|(etag, size)| {
-                let md5 = md5_of(&buf);
-                (*size == len && *etag == hex::encode(md5)).then(|| (md5, etag.clone()))
-            });
-            if let Some((md5, etag)) = already {
-                drop(permit);
-                parts.push((number, tokio::spawn(async move { (md5, Ok(etag)) })));
+                };
+                group.push((number, len, buf, permit));
                 offset += len;
                 number += 1;
                 continue;
             }
-            let store = Arc::clone(&store);
-            let journal = Arc::clone(&options.journal);
-            let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
-            let requests = Arc::clone(&requests);
-            parts.push((
-                number,
-                tokio::spawn(async move {
-                    let md5 = md5_of(&buf);
-                    // The semaphore is never closed.
-                    let request = requests.acquire_owned().await.ok();
-                    let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
-                    drop(request);
+            let md5s = tokio::task::block_in_place(|| {
+                let bufs: Vec<&[u8]> = group.iter().map(|(_, _, b, _)| b.as_slice()).collect();
+                drivers::md5_lanes::digest_many(&bufs)
+            });
+            for ((number, len, buf, permit), md5) in group.drain(..).zip(md5s) {
+                // A part an interrupted run stored is not sent again.
+                let already = stored_parts
+                    .get(&number)
+                    .filter(|(etag, size)| *size == len && *etag == hex::encode(md5))
+                    .map(|(etag, _)| etag.clone());
+                if let Some(etag) = already {
                     drop(permit);
-                    if let Ok(etag) = &result {
-                        journal.part_finished(&k, &u, number, etag, len);
-                    }
-                    (md5, result)
-                }),
-            ));
-            offset += len;
-            number += 1;
+                    parts.push((number, tokio::spawn(async move { (md5, Ok(etag)) })));
+                    continue;
+                }
+                let store = Arc::clone(&store);
+                let journal = Arc::clone(&options.journal);
+                let (b, k, u) = (bucket.clone(), key.clone(), upload_id.clone());
+                let requests = Arc::clone(&requests);
+                parts.push((
+                    number,
+                    tokio::spawn(async move {
+                        // The semaphore is never closed.
+                        let request = requests.acquire_owned().await.ok();
+                        let result = store.upload_part(&b, &k, &u, number, buf, md5).await;
+                        drop(request);
+                        drop(permit);
+                        if let Ok(etag) = &result {
+                            journal.part_finished(&k, &u, number, etag, len);
+                        }
+                        (md5, result)
+                    }),
+                ));
+            }
         }
         let mut etags = Vec::new();
         let mut part_md5s = Vec::new();
@@ -813,67 +833,269 @@ async fn resume_upload(
     }
 }
 
-/// What re-reading one file gave: its MD5 and, when this run did not send its parts itself,
-/// the multipart ETag its parts give; or why it could not be re-read.
-type Reread = Result<(String, Option<String>), String>;
+/// What re-reading one file gave, or why it could not be re-read.
+type Reread = Result<Sums, String>;
 
-/// Threads that re-read and hash files side by side (more reads in flight, and every core
-/// hashing).
+/// The sums a re-read computed.
+#[derive(Debug, Clone)]
+enum Sums {
+    /// The whole file's MD5 and, when this run did not send its parts itself, the multipart
+    /// ETag its parts give.
+    Whole {
+        md5: String,
+        parts_etag: Option<String>,
+    },
+    /// The MD5 of each part, concatenated: for a file whose parts this run hashed as it sent
+    /// them. Parts equal to those sent are the bytes the logged MD5 was computed over, so the
+    /// whole file need not be hashed again; parts hash side by side, the whole file cannot.
+    Parts(Vec<u8>),
+}
+
+/// Threads that re-read and hash side by side (more reads in flight, and every core hashing).
 const REREAD_THREADS: usize = 4;
-/// Buffers of `READ_CHUNK` bytes between the thread that re-reads a large file and the one
-/// that hashes it.
-const REREAD_BUFFERS: usize = 2;
+/// Parts hashed side by side.
+const REREAD_LANES: u64 = crate::lanes::LANES as u64;
+/// The most single-part files re-read and hashed together, and their most bytes.
+const REREAD_BATCH_FILES: usize = 16;
+const REREAD_BATCH_BYTES: u64 = 32 * MIB;
 
-/// Re-reads `files` on `REREAD_THREADS` threads, a file per thread at a time: each file's MD5
-/// and, for a multipart upload whose parts this run did not send (an earlier run finished it),
-/// the ETag its parts give. After a file that cannot be re-read, the files that come after it
-/// are not re-read (`None`).
+/// A piece of re-reading work for one thread.
+#[derive(Debug, Clone)]
+enum RereadWork {
+    /// Consecutive files of one part each, hashed side by side.
+    Files(std::ops::Range<usize>),
+    /// Parts `parts` of a file whose parts this run sent, hashed side by side.
+    Parts {
+        file: usize,
+        parts: std::ops::Range<u64>,
+    },
+    /// A file read in order and hashed whole (its parts too, when this run did not send them).
+    Whole(usize),
+}
+
+impl RereadWork {
+    fn first_file(&self) -> usize {
+        match self {
+            Self::Files(files) => files.start,
+            Self::Parts { file, .. } | Self::Whole(file) => *file,
+        }
+    }
+}
+
+/// Splits re-reading `files` into pieces of work, in file order.
+fn reread_plan(files: &[&Uploaded]) -> Vec<RereadWork> {
+    let mut work = Vec::new();
+    let mut batch: Option<(std::ops::Range<usize>, u64)> = None;
+    for (i, u) in files.iter().enumerate() {
+        if !u.multipart {
+            match &mut batch {
+                Some((range, bytes))
+                    if range.len() < REREAD_BATCH_FILES
+                        && *bytes + u.size <= REREAD_BATCH_BYTES =>
+                {
+                    range.end = i + 1;
+                    *bytes += u.size;
+                }
+                _ => {
+                    if let Some((range, _)) = batch.replace((i..i + 1, u.size)) {
+                        work.push(RereadWork::Files(range));
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some((range, _)) = batch.take() {
+            work.push(RereadWork::Files(range));
+        }
+        if u.part_md5s.is_some() {
+            let parts = u.size.div_ceil(u.part_size);
+            for start in (0..parts).step_by(REREAD_LANES as usize) {
+                work.push(RereadWork::Parts {
+                    file: i,
+                    parts: start..(start + REREAD_LANES).min(parts),
+                });
+            }
+        } else {
+            work.push(RereadWork::Whole(i));
+        }
+    }
+    if let Some((range, _)) = batch {
+        work.push(RereadWork::Files(range));
+    }
+    work
+}
+
+/// Re-reads `files` on `REREAD_THREADS` threads, a piece of work per thread at a time. After
+/// a file that cannot be re-read, the files that come after it are not re-read (`None`).
 fn reread_all(fs: &dyn FileSystem, files: &[&Uploaded]) -> Vec<Option<Reread>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    let work = reread_plan(files);
     let next = AtomicUsize::new(0);
     let first_failure = AtomicUsize::new(usize::MAX);
     let results: std::sync::Mutex<Vec<Option<Reread>>> =
         std::sync::Mutex::new(vec![None; files.len()]);
+    // Parts come back a group at a time, in any order: (first part, MD5s or why not).
+    type Groups = Vec<(u64, Result<Vec<u8>, String>)>;
+    let groups: std::sync::Mutex<std::collections::BTreeMap<usize, Groups>> =
+        std::sync::Mutex::default();
+    let fail = |i: usize, why: String| {
+        first_failure.fetch_min(i, Ordering::Relaxed);
+        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(Err(why));
+    };
     std::thread::scope(|s| {
-        for _ in 0..REREAD_THREADS.min(files.len()) {
+        for _ in 0..REREAD_THREADS.min(work.len()) {
             s.spawn(|| {
-                let mut buf = Vec::new();
+                let mut buffers: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= files.len() || i > first_failure.load(Ordering::Relaxed) {
+                    let w = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(piece) = work.get(w) else { return };
+                    if piece.first_file() > first_failure.load(Ordering::Relaxed) {
                         return;
                     }
-                    let result = reread(fs, files[i], &mut buf);
-                    if result.is_err() {
-                        first_failure.fetch_min(i, Ordering::Relaxed);
+                    match piece {
+                        RereadWork::Files(range) => {
+                            let sums = reread_files(fs, &files[range.clone()], &mut buffers);
+                            for (k, sum) in sums.into_iter().enumerate() {
+                                match sum {
+                                    Ok(sum) => {
+                                        results.lock().unwrap_or_else(|e| e.into_inner())
+                                            [range.start + k] = Some(Ok(sum));
+                                    }
+                                    Err(why) => {
+                                        fail(range.start + k, why);
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        RereadWork::Parts { file, parts } => {
+                            let md5s = reread_parts(fs, files[*file], parts.clone(), &mut buffers);
+                            if let Err(why) = &md5s {
+                                first_failure.fetch_min(*file, Ordering::Relaxed);
+                                tracing::debug!(why, "re-reading parts failed");
+                            }
+                            groups
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(*file)
+                                .or_default()
+                                .push((parts.start, md5s));
+                        }
+                        RereadWork::Whole(i) => {
+                            let result = reread(fs, files[*i]);
+                            match result {
+                                Ok(sum) => {
+                                    results.lock().unwrap_or_else(|e| e.into_inner())[*i] =
+                                        Some(Ok(sum));
+                                }
+                                Err(why) => fail(*i, why),
+                            }
+                        }
                     }
-                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
                 }
             });
         }
     });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    for (file, mut pieces) in groups.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let u = files[file];
+        let expected = u.size.div_ceil(u.part_size).div_ceil(REREAD_LANES);
+        if pieces.len() as u64 != expected {
+            continue; // Stopped by an earlier file's failure: not re-read.
+        }
+        pieces.sort_unstable_by_key(|(start, _)| *start);
+        let mut md5s = Vec::new();
+        let mut sums = Ok(());
+        for (_, piece) in pieces {
+            match piece {
+                Ok(m) => md5s.extend_from_slice(&m),
+                Err(why) => {
+                    sums = Err(why);
+                    break;
+                }
+            }
+        }
+        results[file] = Some(sums.map(|()| Sums::Parts(md5s)));
+    }
+    results
 }
 
-/// Re-reads file `u`: its MD5 and, when this run did not send its parts, its multipart ETag.
-/// A file of one read is read into `small`; a larger one is read on a second thread while
-/// this one hashes.
-fn reread(fs: &dyn FileSystem, u: &Uploaded, small: &mut Vec<u8>) -> Reread {
+/// Re-reads consecutive single-part `files` and hashes them side by side; stops after the
+/// first that cannot be read.
+fn reread_files(
+    fs: &dyn FileSystem,
+    files: &[&Uploaded],
+    buffers: &mut Vec<Vec<u8>>,
+) -> Vec<Result<Sums, String>> {
+    if buffers.len() < files.len() {
+        buffers.resize_with(files.len(), Vec::new);
+    }
+    let mut read = 0;
+    let mut failure = None;
+    for (u, buf) in files.iter().zip(buffers.iter_mut()) {
+        let len = usize::try_from(u.size).unwrap_or(usize::MAX);
+        buf.resize(len, 0);
+        match read_exact(fs, u.id, 0, buf) {
+            Ok(n) if n == len => read += 1,
+            Ok(n) => {
+                failure = Some(format!("the file ended at byte {n} on re-reading"));
+                break;
+            }
+            Err(e) => {
+                failure = Some(format!("re-reading failed: {e}"));
+                break;
+            }
+        }
+    }
+    let messages: Vec<&[u8]> = buffers[..read].iter().map(Vec::as_slice).collect();
+    let mut sums: Vec<Result<Sums, String>> = drivers::md5_lanes::digest_many(&messages)
+        .into_iter()
+        .map(|md5| {
+            Ok(Sums::Whole {
+                md5: hex::encode(md5),
+                parts_etag: None,
+            })
+        })
+        .collect();
+    sums.extend(failure.map(Err));
+    sums
+}
+
+/// Re-reads parts `parts` of `u` (numbered from 0) and returns their MD5s, concatenated.
+fn reread_parts(
+    fs: &dyn FileSystem,
+    u: &Uploaded,
+    parts: std::ops::Range<u64>,
+    buffers: &mut Vec<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let ranges: Vec<(u64, u64)> = parts
+        .map(|p| {
+            let offset = p * u.part_size;
+            (offset, u.part_size.min(u.size - offset))
+        })
+        .collect();
+    let md5s = crate::lanes::range_md5s(&ranges, buffers, |offset, buf| {
+        match read_exact(fs, u.id, offset, buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(n) => Err(format!(
+                "the file ended at byte {} on re-reading",
+                offset + n as u64
+            )),
+            Err(e) => Err(format!("re-reading failed: {e}")),
+        }
+    })?;
+    Ok(md5s.concat())
+}
+
+/// Buffers of `READ_CHUNK` bytes between the thread that re-reads a large file and the one
+/// that hashes it.
+const REREAD_BUFFERS: usize = 2;
+
+/// Re-reads file `u` in order: its MD5 and, when this run did not send its parts, its
+/// multipart ETag. It is read on a second thread while this one hashes.
+fn reread(fs: &dyn FileSystem, u: &Uploaded) -> Reread {
     let parts_too = u.multipart && u.part_md5s.is_none();
     let mut whole = Md5::new();
-    if u.size <= READ_CHUNK as u64 && !parts_too {
-        let len = usize::try_from(u.size).unwrap_or(READ_CHUNK);
-        if small.len() < len {
-            small.resize(len, 0);
-        }
-        let n = read_exact(fs, u.id, 0, &mut small[..len])
-            .map_err(|e| format!("re-reading failed: {e}"))?;
-        if n != len {
-            return Err(format!("the file ended at byte {n} on re-reading"));
-        }
-        whole.update(&small[..len]);
-        return Ok((hex::encode(whole.finalize()), None));
-    }
     let (full_tx, full_rx) =
         std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize), String>>(REREAD_BUFFERS);
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -931,7 +1153,10 @@ fn reread(fs: &dyn FileSystem, u: &Uploaded, small: &mut Vec<u8>) -> Reread {
             let _ = empty_tx.send(buf);
         }
         let md5 = hex::encode(whole.finalize());
-        Ok((md5, parts_too.then(|| multipart_etag(&part_md5s))))
+        Ok(Sums::Whole {
+            md5,
+            parts_etag: parts_too.then(|| multipart_etag(&part_md5s)),
+        })
     })
 }
 
@@ -1087,19 +1312,37 @@ async fn verify(
     for (k, u) in todo.iter().enumerate() {
         let row = &rows[u.row];
         let expected = match reread.get(k) {
-            Some(Some(Ok((md5, _)))) if *md5 != row.md5 => {
+            Some(Some(Ok(Sums::Whole { md5, .. }))) if *md5 != row.md5 => {
                 return fail(
                     u,
                     format!("MD5 {md5} on re-reading, {} when uploaded", row.md5),
                 )
             }
-            Some(Some(Ok((md5, parts_etag)))) => match (&u.part_md5s, parts_etag) {
+            Some(Some(Ok(Sums::Whole { md5, parts_etag }))) => match (&u.part_md5s, parts_etag) {
                 // The parts were hashed as they were sent, from the buffers the file's MD5
                 // (just confirmed by the re-read) was computed from.
                 (Some(sent), _) => multipart_etag(sent),
                 (None, Some(etag)) => etag.clone(),
                 (None, None) => md5.clone(),
             },
+            Some(Some(Ok(Sums::Parts(md5s)))) => {
+                let sent = u.part_md5s.as_deref().unwrap_or_default();
+                if let Some(n) = (0..md5s.len().max(sent.len()) / 16)
+                    .find(|&n| md5s.get(n * 16..n * 16 + 16) != sent.get(n * 16..n * 16 + 16))
+                {
+                    let hex_of = |m: &[u8]| m.get(n * 16..n * 16 + 16).map(hex::encode);
+                    return fail(
+                        u,
+                        format!(
+                            "part {}: MD5 {} on re-reading, {} when uploaded",
+                            n + 1,
+                            hex_of(md5s).unwrap_or_else(|| "(none)".into()),
+                            hex_of(sent).unwrap_or_else(|| "(none)".into()),
+                        ),
+                    );
+                }
+                multipart_etag(sent)
+            }
             Some(Some(Err(why))) => return fail(u, why.clone()),
             Some(None) | None => return fail(u, "re-reading stopped before this file".into()),
         };

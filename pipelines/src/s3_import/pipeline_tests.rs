@@ -19,6 +19,10 @@ type MemObject = (Vec<u8>, String, ObjectHeaders);
 struct MemFs {
     entries: Vec<MemEntry>,
     unreadable: Option<u64>,
+    /// A byte (file, offset) that reads flipped from its second read on: a device whose
+    /// content changed after the upload.
+    drifts: Option<(u64, usize)>,
+    drift_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl MemFs {
@@ -51,6 +55,8 @@ impl MemFs {
         Self {
             entries,
             unreadable: None,
+            drifts: None,
+            drift_reads: Default::default(),
         }
     }
     fn content(&self, id: u64) -> &[u8] {
@@ -108,6 +114,16 @@ impl FileSystem for MemFs {
             .min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
+        if let Some((file, at)) = self.drifts {
+            if file == id && (start..start + n).contains(&at) {
+                let reads = self
+                    .drift_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if reads > 0 {
+                    buf[at - start] ^= 1;
+                }
+            }
+        }
         Ok(n)
     }
     fn read_link(&self, _: u64) -> Result<Vec<u8>, FsError> {
@@ -598,6 +614,47 @@ async fn a_store_that_loses_bytes_fails_verification() {
             assert!(why.contains("4 bytes"), "{why}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+fn id_of(fs: &MemFs, name: &[u8]) -> Option<u64> {
+    fs.entries.iter().find(|e| e.2 == name).map(|e| e.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_that_changed_after_the_upload_fails_verification() {
+    // A multipart file (parts are compared on re-reading) and a file among a batch of small
+    // ones (hashed side by side on re-reading).
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let mut files: Vec<(Vec<u8>, EntryKind, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let name = format!("small/{i:02}.txt").into_bytes();
+            (name, EntryKind::File, vec![b'a' + (i % 26) as u8; 1000 + i])
+        })
+        .collect();
+    files.push((b"big.bin".to_vec(), EntryKind::File, big));
+    let files: Vec<(&[u8], EntryKind, Vec<u8>)> = files
+        .iter()
+        .map(|(n, k, c)| (n.as_slice(), *k, c.clone()))
+        .collect();
+    for (name, at, want_file, want_why) in [
+        (
+            &b"big.bin"[..],
+            9 * 1024 * 1024 + 5,
+            "big.bin",
+            "part 2: MD5 ",
+        ),
+        (&b"17.txt"[..], 700, "small/17.txt", "on re-reading"),
+    ] {
+        let mut fs = MemFs::new(&files);
+        fs.drifts = id_of(&fs, name).map(|id| (id, at));
+        match import(&fs, &manifest(""), Arc::new(MemStore::default())).await {
+            Err(ImportError::Verification { file, why }) => {
+                assert_eq!(file, want_file);
+                assert!(why.contains(want_why), "{why}");
+            }
+            other => panic!("{} drifted: {other:?}", String::from_utf8_lossy(name)),
+        }
     }
 }
 
