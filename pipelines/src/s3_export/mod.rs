@@ -36,8 +36,6 @@ const CHUNK: u64 = 8 * MIB;
 const PERMIT_BYTES: u64 = 64 * 1024;
 /// The largest single write to a file.
 const WRITE_PIECE: usize = 256 * 1024;
-/// The size of each read when files are re-read.
-const REREAD_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Limits of one export.
 #[derive(Debug, Clone)]
@@ -116,8 +114,13 @@ struct Item {
 /// What writing one object gave.
 #[derive(Debug)]
 enum Written {
-    /// The file holds the object: its Content-Type and ETag (from the GETs).
-    Done { content_type: String, etag: String },
+    /// The file holds the object: its Content-Type and ETag (from the GETs) and, for a
+    /// multipart object (whose ETag is not its MD5), the MD5 of the bytes downloaded.
+    Done {
+        content_type: String,
+        etag: String,
+        md5: Option<String>,
+    },
     /// The filesystem refused the path: the object goes to the recovery directory.
     Refused(Remap),
     /// The device is full.
@@ -423,9 +426,14 @@ async fn write_window(
         let item = &mut items[index];
         item.row.time = log::now();
         match written {
-            Written::Done { content_type, etag } => {
+            Written::Done {
+                content_type,
+                etag,
+                md5,
+            } => {
                 item.row.content_type = content_type;
                 item.row.etag = etag;
+                item.row.md5 = md5.unwrap_or_default();
             }
             Written::Refused(why) => {
                 // The filesystem refused the planned path: the recovery directory, once.
@@ -480,6 +488,7 @@ fn make_directory(root: &Path, target: &str) -> Written {
         Ok(()) => Written::Done {
             content_type: String::new(),
             etag: String::new(),
+            md5: None,
         },
         Err(e) => write_failure(root, &e, true),
     }
@@ -557,7 +566,7 @@ async fn download(
     file: &Arc<File>,
 ) -> Written {
     let first_len = size.min(CHUNK);
-    let first = match fetch(ctx, bucket, key, 0, first_len, None).await {
+    let first = match fetch(ctx, bucket, key, 0, first_len, None, None).await {
         Ok(chunk) => chunk,
         Err(status) => return Written::Failed(status),
     };
@@ -565,13 +574,26 @@ async fn download(
     let content_type = first.content_type.clone().unwrap_or_default();
     // The listing's size can be older than the object the GET found.
     let size = first.size;
-    if let Err(e) = write_at(ctx, file, 0, first.body).await {
+    // A multipart object's ETag is not its MD5: its bytes are hashed in order as they arrive
+    // (the re-read then compares the parts, which hash side by side).
+    let in_order = etag.contains('-').then(|| InOrderMd5::start(size));
+    if let Err(e) = write_at(ctx, file, 0, first.body.clone()).await {
         return write_failure(&ctx.root, &e, false);
+    }
+    if let Some(hasher) = &in_order {
+        hasher.push(0, first);
+    } else {
+        drop(first);
     }
     let mut ranges = JoinSet::new();
     let mut offset = first_len;
     while offset < size {
         let len = CHUNK.min(size - offset);
+        // Memory is reserved here, in offset order, so the chunk the in-order hash waits for
+        // always holds its share: the ones after it cannot take all of it.
+        let Ok(memory) = reserve(ctx, len).await else {
+            return Written::Failed(RowStatus::UnableToWrite);
+        };
         let ctx = Arc::clone(ctx);
         let (bucket, key, etag, file) = (
             bucket.to_owned(),
@@ -579,13 +601,18 @@ async fn download(
             etag.clone(),
             Arc::clone(file),
         );
+        let hasher = in_order.as_ref().map(InOrderMd5::feeder);
         ranges.spawn(async move {
-            let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag))
+            let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag), Some(memory))
                 .await
                 .map_err(Written::Failed)?;
-            write_at(&ctx, &file, offset, chunk.body)
+            write_at(&ctx, &file, offset, chunk.body.clone())
                 .await
-                .map_err(|e| write_failure(&ctx.root, &e, false))
+                .map_err(|e| write_failure(&ctx.root, &e, false))?;
+            if let Some(hasher) = hasher {
+                let _ = hasher.send((offset, chunk));
+            }
+            Ok(())
         });
         offset += len;
     }
@@ -600,10 +627,79 @@ async fn download(
             ranges.abort_all();
         }
     }
-    failure.unwrap_or(Written::Done { content_type, etag })
+    if let Some(failure) = failure {
+        return failure;
+    }
+    let md5 = match in_order {
+        Some(hasher) => match hasher.finish().await {
+            Some(md5) => Some(md5),
+            None => return Written::Failed(RowStatus::UnableToWrite),
+        },
+        None => None,
+    };
+    Written::Done {
+        content_type,
+        etag,
+        md5,
+    }
 }
 
-/// One GET, within the memory cap and the request limit.
+/// The MD5 of an object's chunks, which arrive in any order: each is hashed once all before
+/// it have been, on a thread of its own; a chunk waiting its turn keeps its memory reserved.
+struct InOrderMd5 {
+    chunks: std::sync::mpsc::Sender<(u64, OwnedChunk)>,
+    hashed: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl InOrderMd5 {
+    /// A hasher of `size` bytes, from offset 0.
+    fn start(size: u64) -> Self {
+        let (chunks, arrived) = std::sync::mpsc::channel::<(u64, OwnedChunk)>();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            let mut next = 0u64;
+            let mut waiting = std::collections::BTreeMap::new();
+            for (offset, chunk) in arrived {
+                waiting.insert(offset, chunk);
+                while let Some(chunk) = waiting.remove(&next) {
+                    for piece in &chunk.body {
+                        md5.update(piece);
+                        next += piece.len() as u64;
+                    }
+                }
+            }
+            (next == size && waiting.is_empty()).then(|| hex::encode(md5.finalize()))
+        });
+        Self { chunks, hashed }
+    }
+
+    /// Hands over the chunk at `offset`.
+    fn push(&self, offset: u64, chunk: OwnedChunk) {
+        let _ = self.chunks.send((offset, chunk));
+    }
+
+    /// A sender for a task.
+    fn feeder(&self) -> std::sync::mpsc::Sender<(u64, OwnedChunk)> {
+        self.chunks.clone()
+    }
+
+    /// The MD5 (hex), or `None` when a chunk is missing.
+    async fn finish(self) -> Option<String> {
+        drop(self.chunks);
+        self.hashed.await.ok().flatten()
+    }
+}
+
+/// Reserves memory for a chunk of `len` bytes.
+async fn reserve(
+    ctx: &Context,
+    len: u64,
+) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    let want = u32::try_from(permits(len.max(1))).unwrap_or(u32::MAX);
+    Arc::clone(&ctx.memory).acquire_many_owned(want).await
+}
+
+/// One GET, within the memory cap (`memory`, else reserved here) and the request limit.
 async fn fetch(
     ctx: &Context,
     bucket: &str,
@@ -611,12 +707,14 @@ async fn fetch(
     offset: u64,
     len: u64,
     if_match: Option<&str>,
+    memory: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<OwnedChunk, RowStatus> {
-    let want = u32::try_from(permits(len.max(1))).unwrap_or(u32::MAX);
-    let _memory = Arc::clone(&ctx.memory)
-        .acquire_many_owned(want)
-        .await
-        .map_err(|_| RowStatus::UnableToWrite)?;
+    let _memory = match memory {
+        Some(reserved) => reserved,
+        None => reserve(ctx, len)
+            .await
+            .map_err(|_| RowStatus::UnableToWrite)?,
+    };
     let _request = ctx
         .requests
         .acquire()
@@ -674,9 +772,11 @@ async fn write_at(
     Ok(())
 }
 
-/// Syncs the filesystem, then re-reads every written file from the device and compares its
-/// MD5 with the object's ETag (a single-part ETag is the MD5; a multipart one is the MD5 of
-/// the parts' MD5s, `-N`). A file that differs is removed and gets 508 UnableToWrite.
+/// Syncs the filesystem, then re-reads every written file from the device and compares it
+/// with the object's ETag: a single-part ETag is the file's MD5 (files are re-read a batch at
+/// a time and hashed side by side); a multipart one is the MD5 of the parts' MD5s, `-N` (the
+/// parts hash side by side, and the file's MD5 for the log is the one computed as it
+/// downloaded). A file that differs is removed and gets 508 UnableToWrite.
 async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<'_>) {
     let root = ctx.root.clone();
     let synced = tokio::task::spawn_blocking(move || {
@@ -688,24 +788,55 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
         tracing::warn!(error = %e, "cannot sync the export's filesystem");
     }
     let mut tick = tokio::time::interval(REPORT_EVERY);
-    let mut checks = JoinSet::new();
+    let mut checks: JoinSet<Vec<(usize, Result<String, String>)>> = JoinSet::new();
     let threads = Arc::new(Semaphore::new(4));
+    let mut batch: Vec<(usize, PathBuf, String)> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let mut checked = vec![false; items.len()];
+    let spawn_batch = |checks: &mut JoinSet<_>, batch: Vec<(usize, PathBuf, String)>| {
+        let ctx = Arc::clone(ctx);
+        let threads = Arc::clone(&threads);
+        checks.spawn(async move {
+            let _thread = threads.acquire_owned().await;
+            tokio::task::spawn_blocking(move || check_files(&batch, &ctx.activity))
+                .await
+                .unwrap_or_default()
+        });
+    };
     for (index, item) in items.iter().enumerate() {
         if !item.row.status.is_writable() || matches!(item.placement, Placement::Directory(_)) {
             continue;
         }
+        let file = absolute(&ctx.root, &item.row.file);
+        let etag = item.row.etag.clone();
+        if !etag.contains('-') {
+            if batch.len() == REREAD_BATCH_FILES
+                || (batch_bytes + item.object.size > REREAD_BATCH_BYTES && !batch.is_empty())
+            {
+                spawn_batch(&mut checks, std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+            batch_bytes += item.object.size;
+            batch.push((index, file, etag));
+            continue;
+        }
         let ctx = Arc::clone(ctx);
         let threads = Arc::clone(&threads);
-        let (bucket, key, etag, file) = (
+        let (bucket, key, md5) = (
             item.bucket.clone(),
             item.object.key.clone(),
-            item.row.etag.clone(),
-            absolute(&ctx.root, &item.row.file),
+            item.row.md5.clone(),
         );
         checks.spawn(async move {
             let _thread = threads.acquire_owned().await;
-            (index, check(&ctx, &bucket, &key, &etag, file).await)
+            vec![(
+                index,
+                check_parts(&ctx, &bucket, &key, &etag, file, md5).await,
+            )]
         });
+    }
+    if !batch.is_empty() {
+        spawn_batch(&mut checks, batch);
     }
     loop {
         let joined = tokio::select! {
@@ -716,51 +847,112 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
             }
         };
         let Some(joined) = joined else { break };
-        let Ok((index, result)) = joined else {
+        let Ok(results) = joined else {
             continue;
         };
-        let item = &mut items[index];
-        match result {
-            Ok(md5) => item.row.md5 = md5,
-            Err(why) => {
-                tracing::warn!(key = %item.row.key, file = %item.row.file, why, "export verification failed");
-                let _ = fs::remove_file(absolute(&ctx.root, &item.row.file));
-                item.row.status = RowStatus::UnableToWrite;
-                item.row.file.clear();
+        for (index, result) in results {
+            checked[index] = true;
+            let item = &mut items[index];
+            match result {
+                Ok(md5) => item.row.md5 = md5,
+                Err(why) => {
+                    tracing::warn!(key = %item.row.key, file = %item.row.file, why, "export verification failed");
+                    let _ = fs::remove_file(absolute(&ctx.root, &item.row.file));
+                    item.row.status = RowStatus::UnableToWrite;
+                    item.row.file.clear();
+                    item.row.md5.clear();
+                }
             }
+        }
+    }
+    // A file whose check did not run (its task failed) is not verified: it is not logged OK.
+    for (item, checked) in items.iter_mut().zip(checked) {
+        if item.row.status.is_writable()
+            && !matches!(item.placement, Placement::Directory(_))
+            && !checked
+        {
+            let _ = fs::remove_file(absolute(&ctx.root, &item.row.file));
+            item.row.status = RowStatus::UnableToWrite;
+            item.row.file.clear();
         }
     }
 }
 
-/// The file's MD5 (hex) when it matches the object's ETag.
-async fn check(
+/// The most single-part files re-read and hashed together, and their most bytes.
+const REREAD_BATCH_FILES: usize = 16;
+const REREAD_BATCH_BYTES: u64 = 32 * MIB;
+
+/// Opens `path` for re-reading, its cached pages dropped: written pages are clean after the
+/// syncfs, and dropping them makes the read reach the device.
+fn open_uncached(path: &Path) -> io::Result<File> {
+    let file = File::open(path)?;
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    Ok(file)
+}
+
+/// Re-reads single-part files (index, path, ETag) and hashes them side by side: each file's
+/// MD5 (hex) when it is the ETag.
+fn check_files(
+    files: &[(usize, PathBuf, String)],
+    activity: &AtomicU64,
+) -> Vec<(usize, Result<String, String>)> {
+    let mut results = Vec::with_capacity(files.len());
+    let mut read: Vec<(usize, &str, Vec<u8>)> = Vec::with_capacity(files.len());
+    for (index, path, etag) in files {
+        let mut content = Vec::new();
+        match open_uncached(path).and_then(|mut f| f.read_to_end(&mut content)) {
+            Ok(_) => read.push((*index, etag, content)),
+            Err(e) => results.push((*index, Err(format!("cannot re-read the file: {e}")))),
+        }
+        activity.fetch_add(1, Ordering::Relaxed);
+    }
+    let messages: Vec<&[u8]> = read.iter().map(|(_, _, c)| c.as_slice()).collect();
+    let md5s = drivers::md5_lanes::digest_many(&messages);
+    for ((index, etag, _), md5) in read.iter().zip(md5s) {
+        let md5 = hex::encode(md5);
+        results.push((
+            *index,
+            if md5 == etag.to_ascii_lowercase() {
+                Ok(md5)
+            } else {
+                Err(format!(
+                    "the file's MD5 {md5} is not the object's ETag {etag}"
+                ))
+            },
+        ));
+    }
+    results
+}
+
+/// Re-reads a multipart object's file and compares the MD5 of its parts' MD5s with the ETag;
+/// returns `md5`, the file's MD5 computed as it downloaded, when they agree.
+async fn check_parts(
     ctx: &Arc<Context>,
     bucket: &str,
     key: &str,
     etag: &str,
     file: PathBuf,
+    md5: String,
 ) -> Result<String, String> {
-    let Some((_, parts)) = etag.split_once('-') else {
-        let (md5, _) = reread(ctx, file, None).await?;
-        return if md5 == etag.to_ascii_lowercase() {
-            Ok(md5)
-        } else {
-            Err(format!(
-                "the file's MD5 {md5} is not the object's ETag {etag}"
-            ))
-        };
-    };
-    let parts: u64 = parts
-        .parse()
-        .map_err(|_| format!("the object's ETag {etag} is not an S3 ETag"))?;
+    if md5.is_empty() {
+        return Err("the object's bytes were not all hashed as they downloaded".into());
+    }
+    let parts = etag
+        .split_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("the object's ETag {etag} is not an S3 ETag"))?;
+    let size = fs::metadata(&file)
+        .map_err(|e| format!("cannot re-read the file: {e}"))?
+        .len();
     // Parts are most often all of one size but the last: try that first, then ask each.
     let (first, _) = ctx
         .store
         .head_part(bucket, key, 1)
         .await
         .map_err(|e| format!("cannot learn the object's part size: {e}"))?;
-    let uniform = vec![first; usize::try_from(parts).unwrap_or(0).saturating_sub(1)];
-    let (md5, composite) = reread(ctx, file.clone(), Some(uniform)).await?;
+    let uniform: Vec<u64> = (1..parts).map(|_| first).collect();
+    let composite = reread_parts(ctx, &file, size, uniform).await?;
     if composite.as_deref() == Some(etag) {
         return Ok(md5);
     }
@@ -774,134 +966,49 @@ async fn check(
             .map_err(|e| format!("cannot learn the size of part {n}: {e}"))?;
         sizes.push(size);
     }
-    let (md5, composite) = reread(ctx, file, Some(sizes)).await?;
-    match composite {
+    match reread_parts(ctx, &file, size, sizes).await? {
         Some(c) if c == etag => Ok(md5),
         c => Err(format!(
             "the file's parts give the ETag {}, the object's is {etag}",
-            c.unwrap_or_default()
+            c.unwrap_or_else(|| "(none: the part sizes do not fit the file)".into())
         )),
     }
 }
 
-/// Reads `file` from the device (its cached pages dropped first) and returns its MD5 and,
-/// with `parts` (the sizes of every part but the last), the multipart ETag they give.
-async fn reread(
+/// Re-reads `file` (`size` bytes) as parts of `sizes` bytes, then one more with the rest,
+/// and returns the multipart ETag they give, or `None` when the sizes do not fit the file.
+async fn reread_parts(
     ctx: &Arc<Context>,
-    file: PathBuf,
-    parts: Option<Vec<u64>>,
-) -> Result<(String, Option<String>), String> {
-    let ctx = Arc::clone(ctx);
-    tokio::task::spawn_blocking(move || reread_blocking(&file, parts.as_deref(), &ctx.activity))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot re-read the file: {e}"))
-}
-
-fn reread_blocking(
-    path: &Path,
-    parts: Option<&[u64]>,
-    activity: &AtomicU64,
-) -> io::Result<(String, Option<String>)> {
-    let mut file = File::open(path)?;
-    // Written pages are clean after the syncfs; dropping them makes the read reach the device.
-    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
-    let mut whole = Md5::new();
-    let Some(parts) = parts else {
-        let mut buf = vec![0u8; REREAD_CHUNK];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok((hex::encode(whole.finalize()), None));
-            }
-            activity.fetch_add(1, Ordering::Relaxed);
-            whole.update(&buf[..n]);
-        }
-    };
-    // The whole file's MD5 (for the log) and its parts' MD5s (for the ETag) are two passes of
-    // MD5 over the same bytes: they run on two threads, a buffer going from one to the other.
-    let (to_parts, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
-    let (give_back, returned) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut hasher = PartHasher::new(parts);
-            for (buf, n) in chunks {
-                hasher.update(&buf[..n]);
-                let _ = give_back.send(buf);
-            }
-            hasher.finish()
-        });
-        let mut spare: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; REREAD_CHUNK]).collect();
-        let read = (|| -> io::Result<()> {
-            loop {
-                let mut buf = match spare.pop() {
-                    Some(buf) => buf,
-                    None => returned.recv().map_err(io::Error::other)?,
-                };
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                activity.fetch_add(1, Ordering::Relaxed);
-                whole.update(&buf[..n]);
-                to_parts.send((buf, n)).map_err(io::Error::other)?;
-            }
-        })();
-        drop(to_parts);
-        let composite = hasher
-            .join()
-            .map_err(|_| io::Error::other("the part hasher stopped"))?;
-        read?;
-        Ok((hex::encode(whole.finalize()), Some(composite)))
+    file: &Path,
+    size: u64,
+    sizes: Vec<u64>,
+) -> Result<Option<String>, String> {
+    let mut ranges = Vec::with_capacity(sizes.len() + 1);
+    let mut offset = 0u64;
+    for len in sizes {
+        ranges.push((offset, len));
+        offset = offset.saturating_add(len);
+    }
+    if offset >= size || ranges.iter().any(|&(_, len)| len == 0) {
+        return Ok(None);
+    }
+    ranges.push((offset, size - offset));
+    let (ctx, file) = (Arc::clone(ctx), file.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let handle = open_uncached(&file)?;
+        let md5s = crate::lanes::range_md5s(&ranges, &mut Vec::new(), |offset, buf| {
+            ctx.activity.fetch_add(1, Ordering::Relaxed);
+            handle.read_exact_at(buf, offset)
+        })?;
+        Ok::<_, io::Error>(Some(format!(
+            "{}-{}",
+            hex::encode(Md5::digest(md5s.concat())),
+            md5s.len()
+        )))
     })
-}
-
-/// The MD5s of consecutive parts of given sizes (the last part: whatever follows), and the
-/// multipart ETag they make.
-struct PartHasher<'a> {
-    sizes: std::slice::Iter<'a, u64>,
-    left: Option<u64>,
-    part: Md5,
-    md5s: Vec<u8>,
-    count: usize,
-}
-
-impl<'a> PartHasher<'a> {
-    /// Parts of `sizes` bytes, then one more.
-    fn new(sizes: &'a [u64]) -> Self {
-        let mut sizes = sizes.iter();
-        let left = sizes.next().copied();
-        Self {
-            sizes,
-            left,
-            part: Md5::new(),
-            md5s: Vec::new(),
-            count: 1,
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        while let Some(left) = self.left {
-            let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
-            self.part.update(&data[..take]);
-            data = &data[take..];
-            let left = left - take as u64;
-            if left > 0 {
-                self.left = Some(left);
-                return;
-            }
-            self.md5s.extend_from_slice(&self.part.finalize_reset());
-            self.count += 1;
-            self.left = self.sizes.next().copied();
-        }
-        self.part.update(data);
-    }
-
-    /// `md5(md5(part 1) || ... || md5(part N))-N`.
-    fn finish(mut self) -> String {
-        self.md5s.extend_from_slice(&self.part.finalize());
-        format!("{}-{}", hex::encode(Md5::digest(&self.md5s)), self.count)
-    }
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot re-read the file: {e}"))
 }
 
 #[cfg(test)]
