@@ -8,7 +8,8 @@
 # Each tree is an ext4 image under /var/tmp. Station reads the image through its userspace
 # stack (and re-reads every file to verify it, as every import does); the peers read a kernel
 # mount of the same image (mount -o loop,ro). The page cache is dropped before each run. Prints
-# MB/s, files/s, each tool's ratio against s5cmd, and Station's peak RSS (/usr/bin/time -v).
+# MB/s, files/s, each tool's ratio against s5cmd, Station's peak RSS (/usr/bin/time -v) and
+# its phases (upload, verify, finish) from the timestamps of its `-v` log.
 # The goals (issue 6): (a) Station >= 1.0 x s5cmd, (b) >= 1.3 x s5cmd, peak RSS within
 # transfer.memory_cap_mib (512 MiB) plus the program itself.
 #
@@ -50,6 +51,18 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 
 results=()
+phase_lines=()
+# Station's phases in seconds, "upload verify finish": from the start to its `uploads
+# finished` log line (walk, reads, hashes, uploads), from there to `verified` (the re-read and
+# the store's view), then the log upload and exit.
+phases() { # T0 T1 LOG
+    local up ve
+    up=$(sed 's/\x1b\[[0-9;]*m//g' "$3" | awk '/uploads finished/ {print $1; exit}')
+    ve=$(sed 's/\x1b\[[0-9;]*m//g' "$3" | awk '/ verified/ {print $1; exit}')
+    [ -n "$up" ] && [ -n "$ve" ] || { echo "- - -"; return; }
+    echo "$1 $2 $(date -d "$up" +%s.%N) $(date -d "$ve" +%s.%N)" \
+        | awk '{printf "%.1f %.1f %.1f", $3 - $1, $4 - $3, $2 - $4}'
+}
 run_tool() { # TREE TOOL FILES BYTES
     local tree=$1 tool=$2 files=$3 bytes=$4 b="bench-$1-$2" mnt="$work/mnt-$1" t0 t1 rss=-
     bucket "$b"
@@ -59,10 +72,10 @@ run_tool() { # TREE TOOL FILES BYTES
         station)
             manifest "$b" > "$work/$b.yaml"
             : > "$work/empty.yaml"
-            /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/empty.yaml" load \
+            /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/empty.yaml" -v load \
                 --device "$work/$tree.img" --manifest "$work/$b.yaml" \
-                --job-id "BENCH$tree" --endpoint-url "$endpoint" >"$work/$b.out" 2>&1 \
-                || { cat "$work/$b.out" >&2; exit 1; }
+                --job-id "BENCH$tree" --endpoint-url "$endpoint" >"$work/$b.out" 2>"$work/$b.err" \
+                || { cat "$work/$b.out" "$work/$b.err" >&2; exit 1; }
             rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$work/$b.time")
             ;;
         s5cmd)
@@ -88,6 +101,7 @@ run_tool() { # TREE TOOL FILES BYTES
     stored=$("$aws" s3 ls --recursive "s3://$b/" --endpoint-url "$endpoint" | grep -vc 'import-log-' || true)
     [ "$stored" = "$files" ] || { echo "bench: $tool stored $stored objects of $files" >&2; exit 1; }
     results+=("$tree $tool $(echo "$t0 $t1 $files $bytes" | awk '{s=$2-$1; printf "%.2f %.1f %.1f", s, $4/s/1e6, $3/s}') $rss")
+    [ "$tool" = station ] && phase_lines+=("$tree $(phases "$t0" "$t1" "$work/$b.err")")
     echo "bench: ($tree) $tool: ${results[-1]#* * } (seconds MB/s files/s RSS-MiB)" >&2
 }
 
@@ -122,6 +136,11 @@ for tree in $trees; do
         printf "%-4s %-8s %9.2f %9.1f %10.1f %9.2f %12s\n", $1, $2, $3, $4, $5, ratio, rss
     }'
 done
+if [ ${#phase_lines[@]} -gt 0 ]; then
+    echo
+    printf '%-4s %-8s %9s %9s %9s   (seconds)\n' tree tool upload verify finish
+    printf '%s\n' "${phase_lines[@]}" | awk '{printf "%-4s %-8s %9s %9s %9s\n", $1, "station", $2, $3, $4}'
+fi
 echo
 for tree in $trees; do
     goal=1.0; [ "$tree" = b ] && goal=1.3
@@ -129,6 +148,10 @@ for tree in $trees; do
         $1 == t && $2 == "s5cmd" {base = $4}
         $1 == t && $2 == "station" {mbs = $4; rss = $6}
         END {
+            if (base == 0 || mbs == 0) {
+                printf "goal (%s): needs both station and s5cmd in BENCH_TOOLS\n", t
+                exit
+            }
             ratio = mbs / base
             met = (ratio >= goal) ? "met" : "NOT met"
             within = (rss + 0 <= 512) ? "within" : "OVER"

@@ -749,7 +749,12 @@ pub async fn run(
         }
     }
 
+    tracing::info!(
+        files = uploaded.len(),
+        "uploads finished; re-reading the files to verify them"
+    );
     verify(fs, &bucket, &rows, &uploaded, &store).await?;
+    tracing::info!("verified");
 
     let errors = rows.iter().filter(|r| r.status.is_error()).count() as u64;
     let log_bucket = manifest.log_bucket().to_owned();
