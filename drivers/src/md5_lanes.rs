@@ -407,6 +407,7 @@ fn compress_chunk(kernel: Kernel, lanes: &mut [Md5Lane], blocks: &[[&[u8]; LANES
 /// The constants are read through [`std::hint::black_box`] once a block: as literal constants
 /// LLVM's reassociation moves `+ K[i]` after `+ F` (constants last), which puts one more add on
 /// the chain (~740 MB/s); as values it cannot see, they stay off it (loads from L1, no cost).
+/// BMI1 (`andn` for `c & !d`) does not pay: the `not` is off the chain (same rate with it).
 fn compress_blocks(state: &mut [u32; 4], blocks: &[u8]) {
     let [mut a, mut b, mut c, mut d] = *state;
     for block in blocks.chunks_exact(BLOCK) {
