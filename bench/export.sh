@@ -28,9 +28,8 @@
 # small ones do not: on such a VM that is part of the ratio.
 #
 # Prints MB/s, files/s, each tool's ratio against s5cmd, Station's peak RSS (/usr/bin/time -v)
-# and Station's phases, timed from its `-v` log (format) and from its read and write counters
-# in /proc/PID/io sampled every 0.1 s (the download ends where the re-reading starts; not for
-# station-tc, whose FUSE server in the same process reads and writes throughout). Each plain
+# and Station's phases, timed from the lines of its `-v` log that end each (not for
+# station-tc, whose phases are the same). Each plain
 # image is mounted read-only afterwards to count its files and bytes (station-tc's container:
 # its own re-read is the check). The goal (issue 11): Station >= 1.0 x s5cmd on both trees.
 #
@@ -75,38 +74,18 @@ manifest() { # BUCKET SECRET (pinCode: 4321 or trueCryptPassword: ...)
     printf '  country: USA\n'
 }
 
-# Samples /proc/PID/io (rchar, wchar) of the child of TIME_PID every 0.1 s, while it lives.
-sample_io() { # TIME_PID
-    local pid= rchar wchar
-    while [ -z "$pid" ] && kill -0 "$1" 2>/dev/null; do
-        read -r pid _ < "/proc/$1/task/$1/children" 2>/dev/null || sleep 0.01
-    done
-    [ -n "$pid" ] || return 0
-    while { read -r _ rchar && read -r _ wchar; } 2>/dev/null < "/proc/$pid/io"; do
-        echo "$EPOCHREALTIME $rchar $wchar"
-        sleep 0.1
-    done
-}
-
-# Station's phases in seconds, "format download verify finish": format up to its
-# `export filesystem ready` log line; the download (listing, writes, fsyncs) up to the first
-# sample whose re-reads grew by 1 MiB; the verification up to the last sample whose reads grew;
-# then the log upload, unmount and exit.
-phases() { # T0 T1 LOG SAMPLES
-    local ready ts
-    ts=$(sed 's/\x1b\[[0-9;]*m//g' "$3" | awk '/export filesystem ready/ {print $1; exit}')
-    ready=$1
-    [ -n "$ts" ] && ready=$(date -d "$ts" +%s.%N)
-    awk -v t0="$1" -v t1="$2" -v ready="$ready" '
-        { t[NR] = $1; r[NR] = $2 }
-        END {
-            vs = 0
-            for (i = 2; i <= NR; i++) if (t[i] > ready && r[i] - r[i - 1] >= 1048576) { vs = i; break }
-            if (vs == 0) { printf "%.2f - - -", ready - t0; exit }
-            ve = vs
-            for (i = vs + 1; i <= NR; i++) if (r[i] - r[i - 1] > 0) ve = i
-            printf "%.2f %.1f %.1f %.1f", ready - t0, t[vs - 1] - ready, t[ve] - t[vs - 1], t1 - t[ve]
-        }' "$4"
+# Station's phases in seconds, "format download verify finish", from its log lines: format
+# up to `export filesystem ready`, download up to `downloads finished`, verification up to
+# `verified`, then the log upload, unmount and exit.
+phases() { # T0 T1 LOG
+    local f d v
+    at() { sed 's/\x1b\[[0-9;]*m//g' "$3" | awk -v m="$1" 'index($0, m) {print $1; exit}'; }
+    f=$(at 'export filesystem ready' "" "$3")
+    d=$(at 'downloads finished' "" "$3")
+    v=$(at ' verified' "" "$3")
+    [ -n "$f" ] && [ -n "$d" ] && [ -n "$v" ] || { echo "- - - -"; return; }
+    echo "$1 $2 $(date -d "$f" +%s.%N) $(date -d "$d" +%s.%N) $(date -d "$v" +%s.%N)" \
+        | awk '{printf "%.2f %.1f %.1f %.1f", $3 - $1, $4 - $3, $5 - $4, $2 - $5}'
 }
 
 cold_start() { drop_caches; sleep "$settle"; }
@@ -125,7 +104,7 @@ results=()
 phase_lines=()
 run_tool() { # TREE TOOL FILES BYTES IMAGE-MIB
     local tree=$1 tool=$2 files=$3 bytes=$4 b="$2-$1" img="$work/$2-$1.img" t0 t1 rss=-
-    local mnt="$work/mnt-$1" tpid spid rc=0 secret id
+    local mnt="$work/mnt-$1" rc=0 secret id
     truncate -s "${5}M" "$img"
     case $tool in
         station | station-tc)
@@ -140,17 +119,13 @@ run_tool() { # TREE TOOL FILES BYTES IMAGE-MIB
             /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/station.yaml" -v \
                 load --job-type Export --device "$img" --manifest "$work/$b.yaml" \
                 --job-id "$id" --endpoint-url "$endpoint" >"$work/$b.out" 2>"$work/$b.err" &
-            tpid=$!
-            sample_io "$tpid" > "$work/$b.io" &
-            spid=$!
-            wait "$tpid" || rc=$?
+            wait "$!" || rc=$?
             t1=$(now)
-            wait "$spid" || true
             [ "$rc" = 0 ] && [ "$(head -1 "$work/$b.out")" = Complete ] \
                 || { tail -20 "$work/$b.err" "$work/$b.out" >&2; echo "bench: $tool exited $rc" >&2; exit 1; }
             rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$work/$b.time")
             if [ "$tool" = station ]; then
-                phase_lines+=("$tree $tool $(phases "$t0" "$t1" "$work/$b.err" "$work/$b.io")")
+                phase_lines+=("$tree $tool $(phases "$t0" "$t1" "$work/$b.err")")
             fi
             [ "$tool" = station ] && check_image "$img" "$tool" "$files" "$bytes"
             ;;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use md5::{Digest, Md5};
+use drivers::md5_lanes::Md5Lane;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -198,7 +198,9 @@ pub async fn run(
         }
     }
 
+    tracing::info!("downloads finished; syncing and re-reading the files to verify them");
     verify(&ctx, &mut items, &mut reporter).await;
+    tracing::info!("verified");
 
     let rows: Vec<LogRow> = items.into_iter().map(|i| i.row).collect();
     let errors = rows.iter().filter(|r| r.status != RowStatus::Ok).count() as u64;
@@ -555,7 +557,12 @@ fn create_file(path: &Path) -> io::Result<File> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    OpenOptions::new().write(true).create_new(true).open(path)
+    // Readable too: a multipart object is hashed from what was written.
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 async fn download(
@@ -566,7 +573,7 @@ async fn download(
     file: &Arc<File>,
 ) -> Written {
     let first_len = size.min(CHUNK);
-    let first = match fetch(ctx, bucket, key, 0, first_len, None, None).await {
+    let first = match fetch(ctx, bucket, key, 0, first_len, None).await {
         Ok(chunk) => chunk,
         Err(status) => return Written::Failed(status),
     };
@@ -574,26 +581,21 @@ async fn download(
     let content_type = first.content_type.clone().unwrap_or_default();
     // The listing's size can be older than the object the GET found.
     let size = first.size;
-    // A multipart object's ETag is not its MD5: its bytes are hashed in order as they arrive
-    // (the re-read then compares the parts, which hash side by side).
-    let in_order = etag.contains('-').then(|| InOrderMd5::start(size));
-    if let Err(e) = write_at(ctx, file, 0, first.body.clone()).await {
+    // A multipart object's ETag is not its MD5: its bytes are hashed in order as they are
+    // written (the re-read then compares the parts, which hash side by side).
+    let in_order = etag
+        .contains('-')
+        .then(|| InOrderMd5::start(Arc::clone(file), size));
+    if let Err(e) = write_at(ctx, file, 0, first.body).await {
         return write_failure(&ctx.root, &e, false);
     }
     if let Some(hasher) = &in_order {
-        hasher.push(0, first);
-    } else {
-        drop(first);
+        hasher.written(0, first_len.min(size));
     }
     let mut ranges = JoinSet::new();
     let mut offset = first_len;
     while offset < size {
         let len = CHUNK.min(size - offset);
-        // Memory is reserved here, in offset order, so the chunk the in-order hash waits for
-        // always holds its share: the ones after it cannot take all of it.
-        let Ok(memory) = reserve(ctx, len).await else {
-            return Written::Failed(RowStatus::UnableToWrite);
-        };
         let ctx = Arc::clone(ctx);
         let (bucket, key, etag, file) = (
             bucket.to_owned(),
@@ -603,14 +605,14 @@ async fn download(
         );
         let hasher = in_order.as_ref().map(InOrderMd5::feeder);
         ranges.spawn(async move {
-            let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag), Some(memory))
+            let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag))
                 .await
                 .map_err(Written::Failed)?;
-            write_at(&ctx, &file, offset, chunk.body.clone())
+            write_at(&ctx, &file, offset, chunk.body)
                 .await
                 .map_err(|e| write_failure(&ctx.root, &e, false))?;
             if let Some(hasher) = hasher {
-                let _ = hasher.send((offset, chunk));
+                let _ = hasher.send((offset, len));
             }
             Ok(())
         });
@@ -644,62 +646,61 @@ async fn download(
     }
 }
 
-/// The MD5 of an object's chunks, which arrive in any order: each is hashed once all before
-/// it have been, on a thread of its own; a chunk waiting its turn keeps its memory reserved.
+/// The MD5 of a file whose chunks are written in any order: on a thread of its own, each
+/// chunk is read back from the page cache (where the write just left it) and hashed once all
+/// before it have been. Chunks are not held in memory meanwhile: their buffers go back to the
+/// memory cap as soon as they are written.
 struct InOrderMd5 {
-    chunks: std::sync::mpsc::Sender<(u64, OwnedChunk)>,
+    written: std::sync::mpsc::Sender<(u64, u64)>,
     hashed: tokio::task::JoinHandle<Option<String>>,
 }
 
 impl InOrderMd5 {
-    /// A hasher of `size` bytes, from offset 0.
-    fn start(size: u64) -> Self {
-        let (chunks, arrived) = std::sync::mpsc::channel::<(u64, OwnedChunk)>();
+    /// A hasher of `file`'s `size` bytes, from offset 0.
+    fn start(file: Arc<File>, size: u64) -> Self {
+        let (written, arrived) = std::sync::mpsc::channel::<(u64, u64)>();
         let hashed = tokio::task::spawn_blocking(move || {
-            let mut md5 = Md5::new();
+            let mut md5 = Md5Lane::new();
             let mut next = 0u64;
             let mut waiting = std::collections::BTreeMap::new();
-            for (offset, chunk) in arrived {
-                waiting.insert(offset, chunk);
-                while let Some(chunk) = waiting.remove(&next) {
-                    for piece in &chunk.body {
-                        md5.update(piece);
-                        next += piece.len() as u64;
+            let mut buf = vec![0u8; WRITE_PIECE * 16];
+            for (offset, len) in arrived {
+                waiting.insert(offset, len);
+                while let Some(len) = waiting.remove(&next) {
+                    let end = next + len;
+                    while next < end {
+                        let n = usize::try_from(end - next)
+                            .unwrap_or(buf.len())
+                            .min(buf.len());
+                        file.read_exact_at(&mut buf[..n], next).ok()?;
+                        md5.update(&buf[..n]);
+                        next += n as u64;
                     }
                 }
             }
             (next == size && waiting.is_empty()).then(|| hex::encode(md5.finalize()))
         });
-        Self { chunks, hashed }
+        Self { written, hashed }
     }
 
-    /// Hands over the chunk at `offset`.
-    fn push(&self, offset: u64, chunk: OwnedChunk) {
-        let _ = self.chunks.send((offset, chunk));
+    /// Says `len` bytes at `offset` are written.
+    fn written(&self, offset: u64, len: u64) {
+        let _ = self.written.send((offset, len));
     }
 
     /// A sender for a task.
-    fn feeder(&self) -> std::sync::mpsc::Sender<(u64, OwnedChunk)> {
-        self.chunks.clone()
+    fn feeder(&self) -> std::sync::mpsc::Sender<(u64, u64)> {
+        self.written.clone()
     }
 
-    /// The MD5 (hex), or `None` when a chunk is missing.
+    /// The MD5 (hex), or `None` when a chunk is missing or could not be read back.
     async fn finish(self) -> Option<String> {
-        drop(self.chunks);
+        drop(self.written);
         self.hashed.await.ok().flatten()
     }
 }
 
-/// Reserves memory for a chunk of `len` bytes.
-async fn reserve(
-    ctx: &Context,
-    len: u64,
-) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
-    let want = u32::try_from(permits(len.max(1))).unwrap_or(u32::MAX);
-    Arc::clone(&ctx.memory).acquire_many_owned(want).await
-}
-
-/// One GET, within the memory cap (`memory`, else reserved here) and the request limit.
+/// One GET, within the memory cap and the request limit.
 async fn fetch(
     ctx: &Context,
     bucket: &str,
@@ -707,14 +708,12 @@ async fn fetch(
     offset: u64,
     len: u64,
     if_match: Option<&str>,
-    memory: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<OwnedChunk, RowStatus> {
-    let _memory = match memory {
-        Some(reserved) => reserved,
-        None => reserve(ctx, len)
-            .await
-            .map_err(|_| RowStatus::UnableToWrite)?,
-    };
+    let want = u32::try_from(permits(len.max(1))).unwrap_or(u32::MAX);
+    let _memory = Arc::clone(&ctx.memory)
+        .acquire_many_owned(want)
+        .await
+        .map_err(|_| RowStatus::UnableToWrite)?;
     let _request = ctx
         .requests
         .acquire()
@@ -1002,7 +1001,7 @@ async fn reread_parts(
         })?;
         Ok::<_, io::Error>(Some(format!(
             "{}-{}",
-            hex::encode(Md5::digest(md5s.concat())),
+            hex::encode(drivers::md5_lanes::digest(&md5s.concat())),
             md5s.len()
         )))
     })
