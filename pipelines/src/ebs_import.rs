@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
+use drivers::md5_lanes::Md5Lane;
 use drivers::source::ReadAt;
-use md5::{Digest as _, Md5};
+use sha2::Digest as _;
 use sha2::Sha256;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -206,7 +207,7 @@ pub async fn run(
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(2);
     let (md5_tx, md5_rx) = std::sync::mpsc::channel::<Bytes>();
     let md5_thread = tokio::task::spawn_blocking(move || {
-        let mut whole = Md5::new();
+        let mut whole = Md5Lane::new();
         for chunk in md5_rx {
             whole.update(&chunk);
         }

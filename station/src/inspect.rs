@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use drivers::block::{AlignedBuf, BlockDevice};
 use drivers::fs::walk::{walk, Limits, WalkEntry, WalkProblem};
 use drivers::fs::{open_filesystem, EntryKind, FileSystem, FsError, RawName};
+use drivers::md5_lanes::Md5Lane;
 use drivers::partition::{Partition, PartitionError, PartitionTable, Scheme};
 use drivers::probe::{probe, Detected};
 use drivers::source::{IoError, ReadAt, Slice};
-use md5::{Digest, Md5};
 
 /// File data is read in chunks of this size.
 pub const CHUNK: usize = 8 << 20;
@@ -363,7 +363,7 @@ fn shown(path: &[RawName]) -> String {
 
 /// The MD5 of file `id` (`size` bytes), read in [`CHUNK`]s, as 32 lowercase hex digits.
 fn md5_of(fs: &dyn FileSystem, id: u64, size: u64, buf: &mut [u8]) -> Result<String, String> {
-    let mut hasher = Md5::new();
+    let mut hasher = Md5Lane::new();
     let mut offset = 0u64;
     while offset < size {
         let want = usize::try_from(size - offset).map_or(buf.len(), |left| left.min(buf.len()));

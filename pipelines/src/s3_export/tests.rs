@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use md5::{Digest, Md5};
+
 use super::*;
 use crate::manifest::{self, JobType, Rules};
 use crate::object_store::{BoxFuture, ObjectChunk, ObjectHeaders, StoredPart};

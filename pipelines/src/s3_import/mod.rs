@@ -7,7 +7,7 @@ pub mod key;
 
 use std::sync::Arc;
 
-use md5::{Digest, Md5};
+use drivers::md5_lanes::Md5Lane;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -305,9 +305,9 @@ type Ahead = (Vec<u8>, [u8; 16]);
 fn md5_of(buf: &[u8]) -> [u8; 16] {
     const INLINE: usize = 256 * 1024;
     if buf.len() <= INLINE {
-        Md5::digest(buf).into()
+        drivers::md5_lanes::digest(buf)
     } else {
-        tokio::task::block_in_place(|| Md5::digest(buf).into())
+        tokio::task::block_in_place(|| drivers::md5_lanes::digest(buf))
     }
 }
 
@@ -581,7 +581,7 @@ pub async fn run(
         // An upload an interrupted run left for this key is resumed: its parts whose MD5
         // matches what the device holds now are not sent again. Any others are aborted.
         // The whole-file MD5 is computed here, in order; the parts' MD5s a group at a time.
-        let mut whole = Md5::new();
+        let mut whole = Md5Lane::new();
         whole.update(&buf);
         let (resumed, stored_parts) =
             resume_upload(store.as_ref(), options.journal.as_ref(), &bucket, &key).await;
@@ -1100,7 +1100,7 @@ const REREAD_BUFFERS: usize = 2;
 /// multipart ETag. It is read on a second thread while this one hashes.
 fn reread(fs: &dyn FileSystem, u: &Uploaded) -> Reread {
     let parts_too = u.multipart && u.part_md5s.is_none();
-    let mut whole = Md5::new();
+    let mut whole = Md5Lane::new();
     let (full_tx, full_rx) =
         std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize), String>>(REREAD_BUFFERS);
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -1134,7 +1134,7 @@ fn reread(fs: &dyn FileSystem, u: &Uploaded) -> Reread {
         });
         // Dropped when hashing stops, so a reader waiting on either channel ends.
         let (full_rx, empty_tx) = (full_rx, empty_tx);
-        let mut part = Md5::new();
+        let mut part = Md5Lane::new();
         let mut part_md5s: Vec<u8> = Vec::new();
         let mut in_part = 0u64;
         let mut offset = 0u64;
@@ -1169,7 +1169,7 @@ fn reread(fs: &dyn FileSystem, u: &Uploaded) -> Reread {
 fn multipart_etag(part_md5s: &[u8]) -> String {
     format!(
         "{}-{}",
-        hex::encode(Md5::digest(part_md5s)),
+        hex::encode(drivers::md5_lanes::digest(part_md5s)),
         part_md5s.len() / 16
     )
 }

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use drivers::fs::{DirEntry, Extent, FsType, Timestamp, Zone};
 
+use md5::{Digest, Md5};
+
 use super::*;
 use crate::manifest::{self, JobType, Rules};
 use crate::object_store::{BoxFuture, ObjectInfo};
