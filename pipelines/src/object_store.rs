@@ -64,7 +64,7 @@ pub struct ListedObject {
 /// Bytes of an object, from a GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectChunk {
-    /// The bytes, in the pieces they arrived in (not copied into one buffer).
+    /// The bytes, in one or more pieces (none from `get_object_into`: they are in its buffer).
     pub body: Vec<bytes::Bytes>,
     /// The object's ETag, without quotes.
     pub etag: String,
@@ -195,6 +195,27 @@ pub trait ObjectStore: Send + Sync {
     ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
         let _ = (range, if_match);
         Box::pin(async move { Err(not_implemented("GetObject", bucket, key)) })
+    }
+
+    /// As [`ObjectStore::get_object`], with the body written into `buf` (cleared first, its
+    /// capacity reused) instead of returned: a caller that reuses its buffers holds no more
+    /// memory than they are, however the network delivered the bytes.
+    fn get_object_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&'a str>,
+        buf: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
+        Box::pin(async move {
+            let mut chunk = self.get_object(bucket, key, range, if_match).await?;
+            buf.clear();
+            for piece in chunk.body.drain(..) {
+                buf.extend_from_slice(&piece);
+            }
+            Ok(chunk)
+        })
     }
 
     /// HEAD of part `number` (from 1) of an object: the part's size and, for an object stored
@@ -551,6 +572,24 @@ impl ObjectStore for S3Store {
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
         Box::pin(async move {
+            let mut buf = Vec::new();
+            let mut chunk = self
+                .get_object_into(bucket, key, range, if_match, &mut buf)
+                .await?;
+            chunk.body = vec![bytes::Bytes::from(buf)];
+            Ok(chunk)
+        })
+    }
+
+    fn get_object_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&'a str>,
+        buf: &'a mut Vec<u8>,
+    ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
+        Box::pin(async move {
             let operation = match range {
                 Some((start, len)) => format!("GetObject bytes {start}+{len}"),
                 None => "GetObject".to_owned(),
@@ -578,20 +617,19 @@ impl ObjectStore for S3Store {
                 .and_then(|n| n.parse().ok())
                 .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
                 .unwrap_or(0);
-            let body = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| ObjectStoreError {
+            buf.clear();
+            let mut stream = out.body;
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| ObjectStoreError {
                     operation: operation.clone(),
                     bucket: bucket.into(),
                     key: key.into(),
                     code: "Network".into(),
                     message: e.to_string(),
-                })?
-                .into_segments()
-                .collect::<Vec<_>>();
-            let got: usize = body.iter().map(bytes::Bytes::len).sum();
+                })?;
+                buf.extend_from_slice(&piece);
+            }
+            let got = buf.len();
             if let Some((_, len)) = range.filter(|&(_, len)| len > 0) {
                 if got as u64 != len {
                     return Err(ObjectStoreError {
@@ -604,7 +642,7 @@ impl ObjectStore for S3Store {
                 }
             }
             Ok(ObjectChunk {
-                body,
+                body: Vec::new(),
                 etag,
                 content_type,
                 size,

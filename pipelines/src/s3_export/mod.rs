@@ -165,6 +165,7 @@ pub async fn run(
         root: root.to_owned(),
         store,
         memory: Arc::new(Semaphore::new(permits(options.memory_cap.max(CHUNK)))),
+        buffers: BufferPool::new(options.memory_cap.max(CHUNK) / CHUNK),
         requests: Arc::new(Semaphore::new(options.concurrency.max(1))),
         written: AtomicU64::new(0),
         activity: AtomicU64::new(0),
@@ -321,11 +322,56 @@ struct Context {
     root: PathBuf,
     store: Arc<dyn ObjectStore>,
     memory: Arc<Semaphore>,
+    buffers: BufferPool,
     requests: Arc<Semaphore>,
     /// Object bytes written to the device so far.
     written: AtomicU64,
     /// Chunks written or re-read so far: a sign of life while one large file takes long.
     activity: AtomicU64,
+}
+
+/// Chunk buffers, reused: a GET's body goes into a buffer of `CHUNK` bytes that goes back here
+/// once written, so the memory held is the buffers the cap allows, not what an allocator
+/// keeps of ever new 8 MiB allocations (which held 40% over the cap).
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    /// The most buffers kept.
+    keep: u64,
+}
+
+impl BufferPool {
+    fn new(keep: u64) -> Self {
+        Self {
+            free: Mutex::default(),
+            keep,
+        }
+    }
+
+    /// A buffer for `len` bytes: a pooled one for a large chunk, a new one of its size for a
+    /// small object.
+    fn take(&self, len: u64) -> Vec<u8> {
+        if len < CHUNK / 2 {
+            return Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        }
+        let pooled = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        pooled.unwrap_or_else(|| Vec::with_capacity(usize::try_from(CHUNK).unwrap_or(0)))
+    }
+
+    /// Returns a buffer (kept when it is a chunk buffer and the pool is not full).
+    fn give(&self, mut buf: Vec<u8>) {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buf.capacity() as u64 >= CHUNK && (free.len() as u64) < self.keep {
+            buf.clear();
+            free.push(buf);
+        }
+    }
 }
 
 /// Hands what the tasks counted to `progress` (which the tasks cannot hold: it is borrowed).
@@ -586,9 +632,11 @@ async fn download(
     let in_order = etag
         .contains('-')
         .then(|| InOrderMd5::start(Arc::clone(file), size));
-    if let Err(e) = write_at(ctx, file, 0, first.body).await {
+    let OwnedChunk { body, _memory, .. } = first;
+    if let Err(e) = write_at(ctx, file, 0, body).await {
         return write_failure(&ctx.root, &e, false);
     }
+    drop(_memory);
     if let Some(hasher) = &in_order {
         hasher.written(0, first_len.min(size));
     }
@@ -720,13 +768,20 @@ async fn fetch(
         .await
         .map_err(|_| RowStatus::UnableToWrite)?;
     let range = (len > 0).then_some((offset, len));
-    let chunk = ctx
+    let mut body = ctx.buffers.take(len);
+    let chunk = match ctx
         .store
-        .get_object(bucket, key, range, if_match)
+        .get_object_into(bucket, key, range, if_match, &mut body)
         .await
-        .map_err(|e| RowStatus::from_store_error(&e))?;
+    {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            ctx.buffers.give(body);
+            return Err(RowStatus::from_store_error(&e));
+        }
+    };
     Ok(OwnedChunk {
-        body: chunk.body,
+        body,
         etag: chunk.etag,
         content_type: chunk.content_type,
         size: chunk.size,
@@ -736,36 +791,33 @@ async fn fetch(
 
 /// A chunk and the memory permits it holds until it is written.
 struct OwnedChunk {
-    body: Vec<bytes::Bytes>,
+    body: Vec<u8>,
     etag: String,
     content_type: Option<String>,
     size: u64,
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Writes `body` (the pieces of one GET) at `offset`, piece by piece: the page cache takes
-/// many small writes faster than one of 8 MiB, and concurrent writers of one file hold its
-/// lock for less time.
-async fn write_at(
-    ctx: &Context,
-    file: &Arc<File>,
-    offset: u64,
-    body: Vec<bytes::Bytes>,
-) -> io::Result<()> {
+/// Writes `body` (one GET's) at `offset` in pieces, and gives its buffer back to the pool:
+/// the page cache takes many small writes faster than one of 8 MiB, and concurrent writers
+/// of one file hold its lock for less time.
+async fn write_at(ctx: &Context, file: &Arc<File>, offset: u64, body: Vec<u8>) -> io::Result<()> {
     let file = Arc::clone(file);
-    let len: u64 = body.iter().map(|b| b.len() as u64).sum();
-    tokio::task::spawn_blocking(move || {
+    let len = body.len() as u64;
+    let (written, body) = tokio::task::spawn_blocking(move || {
         let mut at = offset;
-        for piece in &body {
-            for part in piece.chunks(WRITE_PIECE) {
-                file.write_all_at(part, at)?;
-                at += part.len() as u64;
+        for part in body.chunks(WRITE_PIECE) {
+            if let Err(e) = file.write_all_at(part, at) {
+                return (Err(e), body);
             }
+            at += part.len() as u64;
         }
-        Ok(())
+        (Ok(()), body)
     })
     .await
-    .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+    .unwrap_or_else(|e| (Err(io::Error::other(e)), Vec::new()));
+    ctx.buffers.give(body);
+    written?;
     ctx.written.fetch_add(len, Ordering::Relaxed);
     ctx.activity.fetch_add(1, Ordering::Relaxed);
     Ok(())
