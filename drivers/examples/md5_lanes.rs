@@ -16,6 +16,10 @@
 //! as `key: value` lines; rates are MB/s (10^6 bytes per second) of this thread's CPU time and,
 //! beside them, of wall-clock time.
 
+mod common;
+
+use common::{cpu_seconds, mb_per_s};
+
 use std::time::Instant;
 
 use md5::{Digest, Md5};
@@ -31,20 +35,6 @@ fn main() {
         eprintln!("md5_lanes: {e}");
         std::process::exit(1);
     }
-}
-
-/// CPU time of this thread (user and system), from the scheduler's nanosecond counter: the
-/// machine may be shared, and `openssl speed` divides by CPU time too.
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
-
-fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
-    bytes as f64 / 1e6 / seconds
 }
 
 /// `len` pseudo-random bytes (xorshift), different for each `seed`.

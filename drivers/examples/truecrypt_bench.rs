@@ -9,6 +9,10 @@
 //!
 //! The password is `bench password`. Figures go to stdout as `key: value` lines.
 
+mod common;
+
+use common::{cpu_seconds, mb_per_s};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,20 +31,6 @@ fn main() {
         eprintln!("truecrypt_bench: {e}");
         std::process::exit(1);
     }
-}
-
-/// CPU time of this thread (user and system), from the scheduler's nanosecond counter: the
-/// machine may be shared, and `openssl speed` divides by CPU time too.
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
-
-fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
-    bytes as f64 / 1e6 / seconds
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
