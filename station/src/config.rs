@@ -223,6 +223,9 @@ pub struct TransferConfig {
     /// Downloads (GETs) in flight at once per export job: many, since small objects are
     /// bound by round trips; the memory cap bounds the bytes.
     pub download_concurrency: usize,
+    /// EBS block writes and reads in flight at once per job: many, since each carries only
+    /// 512 KiB and is bound by its round trip (coldsnap, AWS's uploader, uses 64).
+    pub ebs_concurrency: usize,
     /// Size of each sequential device read, in MiB.
     pub read_chunk_mib: u64,
     /// The most memory all buffers of one job may hold, in MiB.
@@ -246,6 +249,7 @@ impl Default for TransferConfig {
         Self {
             upload_concurrency: 16,
             download_concurrency: 64,
+            ebs_concurrency: 64,
             read_chunk_mib: 8,
             memory_cap_mib: 512,
             ebs_verify: EbsVerify::All,
@@ -443,23 +447,21 @@ impl Config {
             }
         }
         let t = &self.transfer;
-        if !(1..=256).contains(&t.upload_concurrency) {
-            return Err(invalid(
-                "transfer.upload_concurrency",
-                format!("{} is out of range; use 1 to 256", t.upload_concurrency),
-            ));
-        }
-        if !(1..=256).contains(&t.download_concurrency) {
-            return Err(invalid(
+        for (field, value) in [
+            ("transfer.upload_concurrency", t.upload_concurrency as u64),
+            (
                 "transfer.download_concurrency",
-                format!("{} is out of range; use 1 to 256", t.download_concurrency),
-            ));
-        }
-        if !(1..=256).contains(&t.read_chunk_mib) {
-            return Err(invalid(
-                "transfer.read_chunk_mib",
-                format!("{} is out of range; use 1 to 256", t.read_chunk_mib),
-            ));
+                t.download_concurrency as u64,
+            ),
+            ("transfer.ebs_concurrency", t.ebs_concurrency as u64),
+            ("transfer.read_chunk_mib", t.read_chunk_mib),
+        ] {
+            if !(1..=256).contains(&value) {
+                return Err(invalid(
+                    field,
+                    format!("{value} is out of range; use 1 to 256"),
+                ));
+            }
         }
         // A reader needs at least two buffers in flight to overlap reading and uploading.
         if t.memory_cap_mib < 2 * t.read_chunk_mib {
@@ -546,6 +548,10 @@ mod tests {
             (
                 "transfer:\n  upload_concurrency: 0\n",
                 "transfer.upload_concurrency",
+            ),
+            (
+                "transfer:\n  ebs_concurrency: 300\n",
+                "transfer.ebs_concurrency",
             ),
             (
                 "transfer:\n  memory_cap_mib: 8\n",

@@ -421,7 +421,7 @@ async fn load_ebs(
         &objects,
         progress,
         config.transfer.memory_cap_mib * 1024 * 1024,
-        config.transfer.upload_concurrency,
+        config.transfer.ebs_concurrency,
         verify,
     )
     .await;
