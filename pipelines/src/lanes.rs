@@ -1,4 +1,5 @@
-//! MD5s of many ranges of one file, read a chunk of every range at a time and hashed side by
+//! Hashing side by side on re-reading: how many whole files go together, and the MD5s of many
+//! ranges of one file, read a chunk of every range at a time and hashed side by
 //! side (`drivers::md5_lanes`): the parts of a multipart object on re-reading. MD5 is serial
 //! within one range; ranges are independent, so sixteen of them cost about what one does.
 
@@ -8,6 +9,11 @@ use drivers::md5_lanes::{update_many, Md5Lane};
 pub const LANES: usize = 16;
 /// Bytes of each range read at a time; `LANES` of these are the buffers.
 pub const LANE_CHUNK: u64 = 4 * 1024 * 1024;
+/// The most whole files re-read and hashed together (`md5_lanes::digest_many`), and their
+/// most bytes.
+pub const BATCH_FILES: usize = 16;
+/// See [`BATCH_FILES`].
+pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The MD5 of each of `ranges` (offset, length), in order. `read_at(offset, buf)` fills all
 /// of `buf` from `offset` or fails; `buffers` are reused from call to call.

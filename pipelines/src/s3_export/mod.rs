@@ -880,8 +880,8 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
         let file = absolute(&ctx.root, &item.row.file);
         let etag = item.row.etag.clone();
         if !etag.contains('-') {
-            if batch.len() == REREAD_BATCH_FILES
-                || (batch_bytes + item.object.size > REREAD_BATCH_BYTES && !batch.is_empty())
+            if batch.len() == crate::lanes::BATCH_FILES
+                || (batch_bytes + item.object.size > crate::lanes::BATCH_BYTES && !batch.is_empty())
             {
                 spawn_batch(&mut checks, std::mem::take(&mut batch));
                 batch_bytes = 0;
@@ -947,10 +947,6 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
         }
     }
 }
-
-/// The most single-part files re-read and hashed together, and their most bytes.
-const REREAD_BATCH_FILES: usize = 16;
-const REREAD_BATCH_BYTES: u64 = 32 * MIB;
 
 /// Opens `path` for re-reading, its cached pages dropped: written pages are clean after the
 /// syncfs, and dropping them makes the read reach the device.

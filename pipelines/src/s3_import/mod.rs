@@ -860,10 +860,6 @@ enum Sums {
 const REREAD_THREADS: usize = 4;
 /// Parts hashed side by side.
 const REREAD_LANES: u64 = crate::lanes::LANES as u64;
-/// The most single-part files re-read and hashed together, and their most bytes.
-const REREAD_BATCH_FILES: usize = 16;
-const REREAD_BATCH_BYTES: u64 = 32 * MIB;
-
 /// A piece of re-reading work for one thread.
 #[derive(Debug, Clone)]
 enum RereadWork {
@@ -895,8 +891,8 @@ fn reread_plan(files: &[&Uploaded]) -> Vec<RereadWork> {
         if !u.multipart {
             match &mut batch {
                 Some((range, bytes))
-                    if range.len() < REREAD_BATCH_FILES
-                        && *bytes + u.size <= REREAD_BATCH_BYTES =>
+                    if range.len() < crate::lanes::BATCH_FILES
+                        && *bytes + u.size <= crate::lanes::BATCH_BYTES =>
                 {
                     range.end = i + 1;
                     *bytes += u.size;
