@@ -13,7 +13,7 @@ use drivers::fs::walk::{walk, Limits};
 use drivers::fs::{EntryKind, ExtentKind, FileSystem, FsType, Zone};
 use drivers::source::{ImageFile, IoError, ReadAt};
 
-use crate::helper::{self, Fixture, Flipped, Rng};
+use crate::helper::{self, Fixture, Flipped};
 
 fn open(fixture: &Fixture, image: &str) -> FatFs {
     let image = ImageFile::open(&fixture.path(image)).unwrap_or_else(|e| panic!("{e}"));
@@ -343,14 +343,7 @@ fn corrupted_metadata_never_panics_or_hangs(script: &str, image: &str, runs: u64
     let bytes = std::fs::read(fixture.path(image)).unwrap_or_else(|e| panic!("{e}"));
     let base = Arc::new(bytes);
     let sectors = metadata_sectors(&base);
-    let pick = |rng: &mut Rng| {
-        let sector = if rng.below(8) == 0 {
-            0
-        } else {
-            sectors[rng.below(sectors.len() as u64) as usize]
-        };
-        sector + rng.below(512)
-    };
+    let pick = helper::boot_or_metadata_byte(&sectors);
     helper::corrupted_runs(&base, image, runs, pick, exercise);
 }
 

@@ -235,6 +235,19 @@ impl ReadAt for Flipped {
     }
 }
 
+/// A byte to flip for [`corrupted_runs`]: one time in eight in the boot sector, else in one of
+/// `sectors` (byte offsets of 512-byte metadata sectors).
+pub fn boot_or_metadata_byte(sectors: &[u64]) -> impl Fn(&mut Rng) -> u64 + '_ {
+    move |rng: &mut Rng| {
+        let sector = if rng.below(8) == 0 {
+            0
+        } else {
+            sectors[rng.below(sectors.len() as u64) as usize]
+        };
+        sector + rng.below(512)
+    }
+}
+
 /// Corrupts `base` `runs` times (1..=16 bytes flipped, each at the offset `pick` chooses) and
 /// runs `exercise` on each corrupted image: every run must end, without a panic, within 30
 /// seconds. Prints how the runs ended, by outcome.
