@@ -15,6 +15,34 @@ pub const BATCH_FILES: usize = 16;
 /// See [`BATCH_FILES`].
 pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Cuts a run of whole files into batches of at most [`BATCH_FILES`] files and
+/// [`BATCH_BYTES`] bytes (a larger file is a batch of its own).
+#[derive(Debug, Default)]
+pub struct Batcher {
+    files: usize,
+    bytes: u64,
+}
+
+impl Batcher {
+    /// Counts a file of `size` bytes in: whether it starts a new batch.
+    pub fn starts_batch(&mut self, size: u64) -> bool {
+        let new = self.files == 0
+            || self.files == BATCH_FILES
+            || self.bytes.saturating_add(size) > BATCH_BYTES;
+        if new {
+            *self = Self::default();
+        }
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        new
+    }
+
+    /// Ends the current batch: the next file starts one.
+    pub fn end(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// The MD5 of each of `ranges` (offset, length), in order. `read_at(offset, buf)` fills all
 /// of `buf` from `offset` or fails; `buffers` are reused from call to call.
 ///
@@ -79,6 +107,27 @@ mod tests {
             .map(|&(o, l)| Md5::digest(&data[o as usize..(o + l) as usize]).into())
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn batches_end_at_the_file_count_the_byte_count_and_on_demand() {
+        let mut b = Batcher::default();
+        let starts: Vec<bool> = (0..BATCH_FILES + 2).map(|_| b.starts_batch(1)).collect();
+        let mut want = vec![false; BATCH_FILES + 2];
+        want[0] = true;
+        want[BATCH_FILES] = true;
+        assert_eq!(starts, want);
+        let mut b = Batcher::default();
+        assert!(b.starts_batch(BATCH_BYTES - 1));
+        assert!(!b.starts_batch(1));
+        assert!(b.starts_batch(1));
+        assert!(
+            b.starts_batch(BATCH_BYTES + 1),
+            "a large file is a batch of its own"
+        );
+        assert!(b.starts_batch(1));
+        b.end();
+        assert!(b.starts_batch(1));
     }
 
     #[test]

@@ -861,7 +861,7 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
     let mut checks: JoinSet<Vec<(usize, Result<String, String>)>> = JoinSet::new();
     let threads = Arc::new(Semaphore::new(4));
     let mut batch: Vec<(usize, PathBuf, String)> = Vec::new();
-    let mut batch_bytes = 0u64;
+    let mut batcher = crate::lanes::Batcher::default();
     let mut checked = vec![false; items.len()];
     let spawn_batch = |checks: &mut JoinSet<_>, batch: Vec<(usize, PathBuf, String)>| {
         let ctx = Arc::clone(ctx);
@@ -880,13 +880,9 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
         let file = absolute(&ctx.root, &item.row.file);
         let etag = item.row.etag.clone();
         if !etag.contains('-') {
-            if batch.len() == crate::lanes::BATCH_FILES
-                || (batch_bytes + item.object.size > crate::lanes::BATCH_BYTES && !batch.is_empty())
-            {
+            if batcher.starts_batch(item.object.size) && !batch.is_empty() {
                 spawn_batch(&mut checks, std::mem::take(&mut batch));
-                batch_bytes = 0;
             }
-            batch_bytes += item.object.size;
             batch.push((index, file, etag));
             continue;
         }

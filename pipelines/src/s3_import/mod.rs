@@ -886,26 +886,23 @@ impl RereadWork {
 /// Splits re-reading `files` into pieces of work, in file order.
 fn reread_plan(files: &[&Uploaded]) -> Vec<RereadWork> {
     let mut work = Vec::new();
-    let mut batch: Option<(std::ops::Range<usize>, u64)> = None;
+    let mut batch: Option<std::ops::Range<usize>> = None;
+    let mut batcher = crate::lanes::Batcher::default();
     for (i, u) in files.iter().enumerate() {
         if !u.multipart {
+            let starts = batcher.starts_batch(u.size);
             match &mut batch {
-                Some((range, bytes))
-                    if range.len() < crate::lanes::BATCH_FILES
-                        && *bytes + u.size <= crate::lanes::BATCH_BYTES =>
-                {
-                    range.end = i + 1;
-                    *bytes += u.size;
-                }
+                Some(range) if !starts => range.end = i + 1,
                 _ => {
-                    if let Some((range, _)) = batch.replace((i..i + 1, u.size)) {
+                    if let Some(range) = batch.replace(i..i + 1) {
                         work.push(RereadWork::Files(range));
                     }
                 }
             }
             continue;
         }
-        if let Some((range, _)) = batch.take() {
+        batcher.end();
+        if let Some(range) = batch.take() {
             work.push(RereadWork::Files(range));
         }
         if u.part_md5s.is_some() {
@@ -920,7 +917,7 @@ fn reread_plan(files: &[&Uploaded]) -> Vec<RereadWork> {
             work.push(RereadWork::Whole(i));
         }
     }
-    if let Some((range, _)) = batch {
+    if let Some(range) = batch {
         work.push(RereadWork::Files(range));
     }
     work
