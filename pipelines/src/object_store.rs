@@ -197,23 +197,25 @@ pub trait ObjectStore: Send + Sync {
         Box::pin(async move { Err(not_implemented("GetObject", bucket, key)) })
     }
 
-    /// As [`ObjectStore::get_object`], with the body written into `buf` (cleared first, its
-    /// capacity reused) instead of returned: a caller that reuses its buffers holds no more
-    /// memory than they are, however the network delivered the bytes.
+    /// As [`ObjectStore::get_object`], with the body written into `buf`, which it must fill
+    /// exactly (its length is the range's, or 0 for an empty object) instead of returned: a
+    /// caller that reuses its buffers holds no more memory than they are, however the network
+    /// delivered the bytes, and can choose their alignment.
     fn get_object_into<'a>(
         &'a self,
         bucket: &'a str,
         key: &'a str,
         range: Option<(u64, u64)>,
         if_match: Option<&'a str>,
-        buf: &'a mut Vec<u8>,
+        buf: &'a mut [u8],
     ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
         Box::pin(async move {
             let mut chunk = self.get_object(bucket, key, range, if_match).await?;
-            buf.clear();
+            let mut filled = BodyFill::new(buf, "GetObject", bucket, key);
             for piece in chunk.body.drain(..) {
-                buf.extend_from_slice(&piece);
+                filled.add(&piece)?;
             }
+            filled.finish()?;
             Ok(chunk)
         })
     }
@@ -256,6 +258,49 @@ impl S3Store {
     /// A store over `client`.
     pub fn new(client: aws_sdk_s3::Client) -> Self {
         Self { client }
+    }
+
+    /// Sends a GetObject (of `range`, when given and not empty): the answer's ETag, type and
+    /// whole size (no body yet), the body to read, and the operation's name for errors.
+    async fn get_started(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<(ObjectChunk, ByteStream, String), ObjectStoreError> {
+        let operation = match range {
+            Some((start, len)) => format!("GetObject bytes {start}+{len}"),
+            None => "GetObject".to_owned(),
+        };
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_range(
+                range
+                    .filter(|&(_, len)| len > 0)
+                    .map(|(start, len)| format!("bytes={start}-{}", start + len - 1)),
+            )
+            .set_if_match(if_match.map(|e| format!("\"{e}\"")))
+            .send()
+            .await
+            .map_err(|e| error(operation.as_str(), bucket, key, &e))?;
+        // Content-Range `bytes a-b/size` carries the whole size of a ranged answer.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|n| n.parse().ok())
+            .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
+            .unwrap_or(0);
+        let chunk = ObjectChunk {
+            body: Vec::new(),
+            etag: unquote(out.e_tag()),
+            content_type: out.content_type().map(str::to_owned),
+            size,
+        };
+        Ok((chunk, out.body, operation))
     }
 
     /// ListObjectsV2 page by page: keys under `prefix` after `start_after`, up to and
@@ -330,6 +375,91 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
         key: key.to_owned(),
         code,
         message,
+    }
+}
+
+/// A GET body copied into a caller's buffer, which it must fill exactly.
+struct BodyFill<'b> {
+    buf: &'b mut [u8],
+    got: usize,
+    operation: &'b str,
+    bucket: &'b str,
+    key: &'b str,
+}
+
+impl<'b> BodyFill<'b> {
+    fn new(buf: &'b mut [u8], operation: &'b str, bucket: &'b str, key: &'b str) -> Self {
+        Self {
+            buf,
+            got: 0,
+            operation,
+            bucket,
+            key,
+        }
+    }
+
+    /// Copies the next `piece`; more bytes than the buffer holds is an error.
+    fn add(&mut self, piece: &[u8]) -> Result<(), ObjectStoreError> {
+        let end = self.got + piece.len();
+        let Some(to) = self.buf.get_mut(self.got..end) else {
+            return Err(incomplete(
+                self.operation.to_owned(),
+                self.bucket,
+                self.key,
+                end as u64,
+                self.buf.len() as u64,
+            ));
+        };
+        to.copy_from_slice(piece);
+        self.got = end;
+        Ok(())
+    }
+
+    /// Fewer bytes than the buffer holds is an error.
+    fn finish(self) -> Result<(), ObjectStoreError> {
+        if self.got != self.buf.len() {
+            return Err(incomplete(
+                self.operation.to_owned(),
+                self.bucket,
+                self.key,
+                self.got as u64,
+                self.buf.len() as u64,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A body of `got` bytes where `wanted` were asked for.
+fn incomplete(
+    operation: String,
+    bucket: &str,
+    key: &str,
+    got: u64,
+    wanted: u64,
+) -> ObjectStoreError {
+    ObjectStoreError {
+        operation,
+        bucket: bucket.into(),
+        key: key.into(),
+        code: "IncompleteBody".into(),
+        message: format!("{got} bytes came, {wanted} were asked for"),
+    }
+}
+
+/// A body that broke off.
+fn network(
+    operation: &str,
+    bucket: &str,
+    key: &str,
+    e: &impl std::fmt::Display,
+) -> ObjectStoreError {
+    ObjectStoreError {
+        operation: operation.to_owned(),
+        bucket: bucket.into(),
+        key: key.into(),
+        code: "Network".into(),
+        message: e.to_string(),
     }
 }
 
@@ -572,11 +702,17 @@ impl ObjectStore for S3Store {
         if_match: Option<&'a str>,
     ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
         Box::pin(async move {
-            let mut buf = Vec::new();
-            let mut chunk = self
-                .get_object_into(bucket, key, range, if_match, &mut buf)
-                .await?;
-            chunk.body = vec![bytes::Bytes::from(buf)];
+            let (mut chunk, mut stream, operation) =
+                self.get_started(bucket, key, range, if_match).await?;
+            let mut got = 0u64;
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| network(&operation, bucket, key, &e))?;
+                got += piece.len() as u64;
+                chunk.body.push(piece);
+            }
+            if let Some((_, len)) = range.filter(|&(_, len)| len > 0 && len != got) {
+                return Err(incomplete(operation, bucket, key, got, len));
+            }
             Ok(chunk)
         })
     }
@@ -587,66 +723,18 @@ impl ObjectStore for S3Store {
         key: &'a str,
         range: Option<(u64, u64)>,
         if_match: Option<&'a str>,
-        buf: &'a mut Vec<u8>,
+        buf: &'a mut [u8],
     ) -> BoxFuture<'a, Result<ObjectChunk, ObjectStoreError>> {
         Box::pin(async move {
-            let operation = match range {
-                Some((start, len)) => format!("GetObject bytes {start}+{len}"),
-                None => "GetObject".to_owned(),
-            };
-            let out = self
-                .client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .set_range(
-                    range
-                        .filter(|&(_, len)| len > 0)
-                        .map(|(start, len)| format!("bytes={start}-{}", start + len - 1)),
-                )
-                .set_if_match(if_match.map(|e| format!("\"{e}\"")))
-                .send()
-                .await
-                .map_err(|e| error(operation.as_str(), bucket, key, &e))?;
-            let etag = unquote(out.e_tag());
-            let content_type = out.content_type().map(str::to_owned);
-            // Content-Range `bytes a-b/size` carries the whole size of a ranged answer.
-            let size = out
-                .content_range()
-                .and_then(|r| r.rsplit('/').next())
-                .and_then(|n| n.parse().ok())
-                .or_else(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
-                .unwrap_or(0);
-            buf.clear();
-            let mut stream = out.body;
+            let (chunk, mut stream, operation) =
+                self.get_started(bucket, key, range, if_match).await?;
+            let mut filled = BodyFill::new(buf, &operation, bucket, key);
             while let Some(piece) = stream.next().await {
-                let piece = piece.map_err(|e| ObjectStoreError {
-                    operation: operation.clone(),
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    code: "Network".into(),
-                    message: e.to_string(),
-                })?;
-                buf.extend_from_slice(&piece);
+                let piece = piece.map_err(|e| network(&operation, bucket, key, &e))?;
+                filled.add(&piece)?;
             }
-            let got = buf.len();
-            if let Some((_, len)) = range.filter(|&(_, len)| len > 0) {
-                if got as u64 != len {
-                    return Err(ObjectStoreError {
-                        operation,
-                        bucket: bucket.into(),
-                        key: key.into(),
-                        code: "IncompleteBody".into(),
-                        message: format!("{got} bytes came, {len} were asked for"),
-                    });
-                }
-            }
-            Ok(ObjectChunk {
-                body: Vec::new(),
-                etag,
-                content_type,
-                size,
-            })
+            filled.finish()?;
+            Ok(chunk)
         })
     }
 

@@ -67,6 +67,7 @@
 //! mount (a file still open under [`ExportVolume::root`]) fails after a short wait; close
 //! files first.
 
+mod file;
 mod plaintext;
 
 use std::ffi::{OsStr, OsString};
@@ -82,6 +83,7 @@ use std::time::{Duration, Instant};
 
 use crate::block_write::{BufferedFile, WriteAt};
 use crate::truecrypt::{self, CreateOptions, CreatePrf, DataFill, TrueCryptError, MAX_PASSWORD};
+pub use file::ExportFile;
 use plaintext::{FirstError, View};
 
 /// The largest file on ext4 with 4 KiB blocks (extents): 2^32 blocks less one.
@@ -634,6 +636,17 @@ impl ExportVolume {
                 device: device.clone(),
                 backing: source.to_owned(),
             });
+            if !via_loop {
+                // An image file stands in for a device: with direct I/O the loop device writes
+                // to it as to a disk, not into a second copy in the page cache (filling that
+                // cache cost this VM more than the writes did), and a re-read reaches the
+                // file's blocks. Best effort: where the kernel refuses, the loop device stays
+                // buffered. The plaintext file keeps its cache (ntfs-3g's rewrites, above).
+                let _ = quiet(
+                    "losetup",
+                    &[OsStr::new("--direct-io=on"), device.as_os_str()],
+                );
+            }
             device
         };
         match self.kind {
