@@ -25,8 +25,8 @@ fn source(dir: &Path, name: &str, len: usize) -> PathBuf {
     path
 }
 
-/// Puts `len` random bytes as `bucket/key` (`aws s3 cp`, so more than 8 MiB goes multipart);
-/// returns the bytes.
+/// Puts `len` random bytes as `bucket/key` (one PutObject, whatever the size); returns the
+/// bytes.
 fn put(port: u16, dir: &Path, bucket: &str, key: &str, len: usize) -> Vec<u8> {
     let file = source(dir, key, len);
     aws(
@@ -466,10 +466,13 @@ fn remaps_versions_and_a_full_device() {
     // A versioned key: only the latest version is exported.
     put(port, d, "bkt", "v.txt", 50);
     objects.insert("v.txt".into(), put(port, d, "bkt", "v.txt", 60));
-    // Eight 6 MiB objects: a 32 MiB device holds some of them, not all.
+    // Eight objects of 6 and 10 MiB: a 32 MiB device holds some of them, not all. The 10 MiB
+    // ones are two chunks each: their space is allocated whole before they are written (so
+    // one that does not fit fails before any byte of it is), and they are written direct.
     let big: Vec<String> = (1..=8).map(|i| format!("z{i}")).collect();
-    for key in &big {
-        objects.insert(key.clone(), put(port, d, "bkt", key, 6 << 20));
+    for (i, key) in big.iter().enumerate() {
+        let len = if i % 2 == 0 { 6 << 20 } else { 10 << 20 };
+        objects.insert(key.clone(), put(port, d, "bkt", key, len));
     }
     let manifest = export_manifest("tstda").replace(
         "fileSystem: FAT32\noperations:\n  - exportBucket: myawsbucket",

@@ -636,17 +636,6 @@ impl ExportVolume {
                 device: device.clone(),
                 backing: source.to_owned(),
             });
-            if !via_loop {
-                // An image file stands in for a device: with direct I/O the loop device writes
-                // to it as to a disk, not into a second copy in the page cache (filling that
-                // cache cost this VM more than the writes did), and a re-read reaches the
-                // file's blocks. Best effort: where the kernel refuses, the loop device stays
-                // buffered. The plaintext file keeps its cache (ntfs-3g's rewrites, above).
-                let _ = quiet(
-                    "losetup",
-                    &[OsStr::new("--direct-io=on"), device.as_os_str()],
-                );
-            }
             device
         };
         match self.kind {
