@@ -44,6 +44,11 @@ const PERMIT_BYTES: u64 = 64 * 1024;
 /// direct writes): writes of 64 KiB into ext4 on a loop device took 1.9-3.3 s for 2 GiB
 /// here, of 256 KiB 4.4-5.9 s, of 8 MiB 4.6 s (`dd`, page cache dropped first).
 const WRITE_PIECE: usize = 64 * 1024;
+/// Multipart files re-read while the downloads go on, at most.
+const EARLY_CHECKS: usize = 1;
+/// What the re-read of a multipart file holds at once: a chunk of every part hashed side by
+/// side.
+const REREAD_BUFFER_BYTES: u64 = crate::lanes::LANES as u64 * crate::lanes::LANE_CHUNK;
 /// The bytes the in-order hash of a multipart object reads back at once.
 const READ_BACK: usize = 4 * 1024 * 1024;
 
@@ -119,17 +124,21 @@ struct Item {
     object: ListedObject,
     placement: Placement,
     row: LogRow,
+    /// Its file was re-read and checked as soon as it was written.
+    verified: bool,
 }
 
 /// What writing one object gave.
 #[derive(Debug)]
 enum Written {
     /// The file holds the object: its Content-Type and ETag (from the GETs) and, for a
-    /// multipart object (whose ETag is not its MD5), the MD5 of the bytes downloaded.
+    /// multipart object (whose ETag is not its MD5), the MD5 of the bytes downloaded; whether
+    /// the file was already re-read and checked against the ETag.
     Done {
         content_type: String,
         etag: String,
         md5: Option<String>,
+        verified: bool,
     },
     /// The filesystem refused the path: the object goes to the recovery directory.
     Refused(Remap),
@@ -171,10 +180,13 @@ pub async fn run(
         items.iter().map(|i| i.object.size).sum(),
     );
 
-    // The cap bounds the whole job: chunks get what the rest of the process leaves.
+    // The cap bounds the whole job: chunks get what the rest of the process and the early
+    // re-reads' buffers leave. Under a small cap files are only re-read after the downloads.
+    let early_bytes = EARLY_CHECKS as u64 * REREAD_BUFFER_BYTES;
+    let check_early = options.memory_cap >= PROCESS_RESERVE + early_bytes + 8 * CHUNK;
     let chunk_budget = options
         .memory_cap
-        .saturating_sub(PROCESS_RESERVE)
+        .saturating_sub(PROCESS_RESERVE + if check_early { early_bytes } else { 0 })
         .max(CHUNK);
     let ctx = Arc::new(Context {
         root: root.to_owned(),
@@ -184,6 +196,7 @@ pub async fn run(
         requests: Arc::new(Semaphore::new(options.concurrency.max(1))),
         written: AtomicU64::new(0),
         activity: AtomicU64::new(0),
+        early_checks: check_early.then(|| Semaphore::new(EARLY_CHECKS)),
     });
     let mut reporter = Reporter::new(progress);
     let mut disk_full = false;
@@ -316,6 +329,7 @@ async fn plan(
                 object,
                 placement,
                 row,
+                verified: false,
             });
         }
     }
@@ -345,6 +359,9 @@ struct Context {
     written: AtomicU64,
     /// Chunks written or re-read so far: a sign of life while one large file takes long.
     activity: AtomicU64,
+    /// Files re-read while the downloads go on ([`check_now`]), at most this many at once;
+    /// `None` when the memory cap leaves no room for their buffers.
+    early_checks: Option<Semaphore>,
 }
 
 /// Chunk buffers, reused: a GET's body goes into a buffer of `CHUNK` bytes that goes back here
@@ -503,7 +520,9 @@ async fn write_window(
                 content_type,
                 etag,
                 md5,
+                verified,
             } => {
+                item.verified = verified;
                 item.row.content_type = content_type;
                 item.row.etag = etag;
                 item.row.md5 = md5.unwrap_or_default();
@@ -551,6 +570,7 @@ async fn write_window(
 
 /// Removes the file (or leaves the directory) an item wrote, so a later retry starts clean.
 fn remove_written(root: &Path, item: &mut Item) {
+    item.verified = false;
     if !item.row.file.is_empty() && !matches!(item.placement, Placement::Directory(_)) {
         let _ = fs::remove_file(absolute(root, &item.row.file));
     }
@@ -562,6 +582,7 @@ fn make_directory(root: &Path, target: &str) -> Written {
             content_type: String::new(),
             etag: String::new(),
             md5: None,
+            verified: false,
         },
         Err(e) => write_failure(root, &e, true),
     }
@@ -618,11 +639,83 @@ async fn write_object(
     // No fsync per file: the filesystem reserves space at write time (so a full device shows
     // here), and one syncfs before the re-read makes everything durable at once, where a
     // journal commit per small file would cost more than writing it.
-    let written = download(ctx, bucket, key, size, &file).await;
+    let mut written = download(ctx, bucket, key, size, &file).await;
+    if file.is_direct() {
+        written = check_now(ctx, bucket, key, &file, &path, written).await;
+    }
     if !matches!(written, Written::Done { .. }) {
         let _ = fs::remove_file(&path);
     }
     written
+}
+
+/// Re-reads a multipart object's file written direct as soon as its download is done, while
+/// other objects download: its data is on the device already, and once `fdatasync` has made
+/// its allocation durable too the check is the one [`verify`] would make after the syncfs.
+/// What it finds is final: a difference fails the object (508 UnableToWrite).
+async fn check_now(
+    ctx: &Arc<Context>,
+    bucket: &str,
+    key: &str,
+    file: &Arc<ExportFile>,
+    path: &Path,
+    written: Written,
+) -> Written {
+    let Written::Done {
+        content_type,
+        etag,
+        md5: Some(md5),
+        verified: false,
+    } = written
+    else {
+        return written;
+    };
+    if !etag.contains('-') {
+        return Written::Done {
+            content_type,
+            etag,
+            md5: Some(md5),
+            verified: false,
+        };
+    }
+    // A few at a time (their buffers are set aside from the memory cap): the downloads go on
+    // meanwhile.
+    let slot = match &ctx.early_checks {
+        Some(checks) => checks.acquire().await,
+        None => {
+            return Written::Done {
+                content_type,
+                etag,
+                md5: Some(md5),
+                verified: false,
+            }
+        }
+    };
+    let Ok(_slot) = slot else {
+        return Written::Failed(RowStatus::UnableToWrite);
+    };
+    let synced = {
+        let file = Arc::clone(file);
+        tokio::task::spawn_blocking(move || file.file().sync_data())
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    };
+    let checked = match synced {
+        Ok(()) => check_parts(ctx, bucket, key, &etag, path.to_owned(), md5).await,
+        Err(e) => Err(format!("cannot sync the file: {e}")),
+    };
+    match checked {
+        Ok(md5) => Written::Done {
+            content_type,
+            etag,
+            md5: Some(md5),
+            verified: true,
+        },
+        Err(why) => {
+            tracing::warn!(bucket, key, why, "export verification failed");
+            Written::Failed(RowStatus::UnableToWrite)
+        }
+    }
 }
 
 fn create_file(path: &Path, direct: bool) -> io::Result<ExportFile> {
@@ -721,6 +814,7 @@ async fn download(
         content_type,
         etag,
         md5,
+        verified: false,
     }
 }
 
@@ -905,6 +999,10 @@ async fn verify(ctx: &Arc<Context>, items: &mut [Item], reporter: &mut Reporter<
         });
     };
     for (index, item) in items.iter().enumerate() {
+        if item.verified {
+            checked[index] = true;
+            continue;
+        }
         if !item.row.status.is_writable() || matches!(item.placement, Placement::Directory(_)) {
             continue;
         }
