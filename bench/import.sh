@@ -8,8 +8,12 @@
 # Each tree is an ext4 image under /var/tmp. Station reads the image through its userspace
 # stack (and re-reads every file to verify it, as every import does); the peers read a kernel
 # mount of the same image (mount -o loop,ro). The page cache is dropped before each run. Prints
-# MB/s, files/s, each tool's ratio against s5cmd, Station's peak RSS (/usr/bin/time -v) and
-# its phases (upload, verify, finish) from the timestamps of its `-v` log.
+# MB/s, files/s, each tool's ratio against s5cmd, Station's peak RSS (/usr/bin/time -v), its
+# phases (upload, verify, finish) from the timestamps of its `-v` log, and the CPU seconds of
+# each tool and of garage during its run. Every run starts on an empty garage (the same
+# binary, configuration and key): garage stores a block once, so a tool that uploads a tree
+# an earlier tool stored writes no data (the first version of this bench gave the second tool
+# that advantage).
 # The goals (issue 6): (a) Station >= 1.0 x s5cmd, (b) >= 1.3 x s5cmd, peak RSS within
 # transfer.memory_cap_mib (512 MiB) plus the program itself.
 #
@@ -67,6 +71,7 @@ phases() { # T0 T1 LOG
 run_tool() { # TREE TOOL FILES BYTES
     local tree=$1 tool=$2 files=$3 bytes=$4 b="bench-$1-$2" mnt="$work/mnt-$1" t0 t1 rss=-
     local timed=(/usr/bin/time -o "$work/$b.time" -v) g0
+    bench_garage_reset
     bucket "$b"
     drop_caches
     g0=$(garage_cpu)

@@ -9,6 +9,7 @@
 #   bench_workdir              `work`: one directory under /var/tmp, removed at exit with
 #                              every mount and loop device under it and the garage
 #   bench_garage               a one-node garage: `endpoint`, the AWS_* credentials exported
+#   bench_garage_reset         the same garage (port, key) started again with nothing stored
 #
 # and the helpers `bucket NAME`, `drop_caches`, `now`, `free_port`.
 
@@ -76,7 +77,7 @@ g() { garage -c "$work/garage.toml" "$@"; }
 
 # One node, SQLite, region us-east-1, no compression (the trees are random bytes).
 bench_garage() {
-    local s3_port rpc_port node
+    local s3_port rpc_port
     s3_port=$(free_port)
     rpc_port=$(free_port)
     cat > "$work/garage.toml" <<EOF
@@ -93,6 +94,19 @@ rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 s3_region = "us-east-1"
 api_bind_addr = "127.0.0.1:$s3_port"
 EOF
+    AWS_ACCESS_KEY_ID=GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+    AWS_SECRET_ACCESS_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+    unset AWS_PROFILE
+    endpoint=http://127.0.0.1:$s3_port
+    garage_start
+}
+
+# Starts the configured garage on empty directories, lays out its one node and imports the
+# bench key.
+garage_start() {
+    local node
     RUST_LOG=garage=warn garage -c "$work/garage.toml" server >"$work/garage.log" 2>&1 &
     garage_pid=$!
     for _ in $(seq 600); do
@@ -104,13 +118,18 @@ EOF
     node=$(g node id -q | cut -d@ -f1)
     g layout assign -z dc1 -c 100G "$node" >/dev/null
     g layout apply --version 1 >/dev/null
-    AWS_ACCESS_KEY_ID=GK$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
-    AWS_SECRET_ACCESS_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-    export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-    unset AWS_PROFILE
     g key import --yes -n bench "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
-    endpoint=http://127.0.0.1:$s3_port
+}
+
+# garage deduplicates blocks by their hash: a tool uploading a tree that an earlier tool
+# already stored writes no data blocks, only metadata. Each import run starts on an empty
+# garage instead (same binary, configuration, port and key).
+bench_garage_reset() {
+    kill "$garage_pid" 2>/dev/null || true
+    wait "$garage_pid" 2>/dev/null || true
+    garage_pid=
+    rm -rf "$work/garage/meta" "$work/garage/data"
+    garage_start
 }
 
 bucket() { # NAME: created (retried while the new layout settles), the bench key its owner
