@@ -638,9 +638,10 @@ async fn write_object(
         Ok(file) => Arc::new(file),
         Err(e) => return write_failure(&ctx.root, &e, true),
     };
-    // No fsync per file: the filesystem reserves space at write time (so a full device shows
-    // here), and one syncfs before the re-read makes everything durable at once, where a
-    // journal commit per small file would cost more than writing it.
+    // No fsync per small file: the filesystem reserves space at write time (so a full device
+    // shows here), and one syncfs before the re-read makes everything durable at once, where a
+    // journal commit per small file would cost more than writing it. A multipart object
+    // written direct is synced and checked at once instead (check_now).
     let mut written = download(ctx, bucket, key, size, &file).await;
     if file.is_direct() {
         written = check_now(ctx, bucket, key, &file, &path, written).await;
@@ -663,38 +664,31 @@ async fn check_now(
     path: &Path,
     written: Written,
 ) -> Written {
-    let Written::Done {
-        content_type,
-        etag,
-        md5: Some(md5),
-        verified: false,
-    } = written
+    let (
+        Some(checks),
+        Written::Done {
+            etag, md5: Some(_), ..
+        },
+    ) = (&ctx.early_checks, &written)
     else {
         return written;
     };
     if !etag.contains('-') {
-        return Written::Done {
-            content_type,
-            etag,
-            md5: Some(md5),
-            verified: false,
-        };
+        return written;
     }
     // A few at a time (their buffers are set aside from the memory cap): the downloads go on
     // meanwhile.
-    let slot = match &ctx.early_checks {
-        Some(checks) => checks.acquire().await,
-        None => {
-            return Written::Done {
-                content_type,
-                etag,
-                md5: Some(md5),
-                verified: false,
-            }
-        }
-    };
-    let Ok(_slot) = slot else {
+    let Ok(_slot) = checks.acquire().await else {
         return Written::Failed(RowStatus::UnableToWrite);
+    };
+    let Written::Done {
+        content_type,
+        etag,
+        md5: Some(md5),
+        ..
+    } = written
+    else {
+        return written;
     };
     let synced = {
         let file = Arc::clone(file);
