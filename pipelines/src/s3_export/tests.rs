@@ -553,3 +553,45 @@ async fn an_object_larger_than_the_filesystem_holds_gets_413() {
     );
     assert!(!dir.path().join("bkt/big.bin").exists());
 }
+
+#[tokio::test]
+async fn multipart_objects_written_direct_are_checked_as_they_finish() {
+    // A cap large enough for the checks that run while the downloads go on.
+    let store = Arc::new(MemStore {
+        corrupt: Some("big-bad.bin".into()),
+        ..MemStore::default()
+    });
+    let parts = vec![8 << 20, 8 << 20, 4 << 20];
+    let good = pattern(20 << 20, 1);
+    store.put("bkt", "big-bad.bin", pattern(20 << 20, 2), parts.clone());
+    store.put("bkt", "big-good.bin", good.clone(), parts);
+    store.put("bkt", "small.txt", pattern(300, 3), Vec::new());
+    let m = manifest("fileSystem: EXT4\noperations:\n  - exportBucket: bkt\n");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = Options {
+        memory_cap: 512 * MIB,
+        concurrency: 8,
+        ..Options::default()
+    };
+    let o = match run(dir.path(), &m, "TSTDB", store, &NoProgress, options).await {
+        Ok(o) => o,
+        Err(e) => panic!("export: {e}"),
+    };
+    assert_eq!(
+        statuses(&o),
+        vec![
+            row("", 508, "UnableToWrite", "bkt/big-bad.bin"),
+            row("bkt/big-good.bin", 200, "OK", "bkt/big-good.bin"),
+            row("bkt/small.txt", 200, "OK", "bkt/small.txt"),
+        ]
+    );
+    // The log's MD5 of a multipart object is its bytes' MD5, not the ETag.
+    assert_eq!(o.rows[1].md5, hex::encode(Md5::digest(&good)));
+    assert!(o.rows[1].etag.ends_with("-3"), "{}", o.rows[1].etag);
+    let written = fs::read(dir.path().join("bkt/big-good.bin")).unwrap_or_default();
+    assert!(written == good, "the file differs from its object");
+    assert!(
+        !dir.path().join("bkt/big-bad.bin").exists(),
+        "a file that did not verify is removed"
+    );
+}
