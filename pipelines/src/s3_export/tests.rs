@@ -252,6 +252,10 @@ async fn export(store: Arc<MemStore>, m: &Manifest, root: &Path) -> Outcome {
         concurrency: 4,
         ..Options::default()
     };
+    export_with(store, m, root, options).await
+}
+
+async fn export_with(store: Arc<MemStore>, m: &Manifest, root: &Path, options: Options) -> Outcome {
     match run(root, m, "TSTDB", store, &NoProgress, options).await {
         Ok(o) => o,
         Err(e) => panic!("export: {e}"),
@@ -540,10 +544,7 @@ async fn an_object_larger_than_the_filesystem_holds_gets_413() {
         max_file_size: 4096,
         ..Options::default()
     };
-    let o = match run(dir.path(), &m, "BIG", store, &NoProgress, options).await {
-        Ok(o) => o,
-        Err(e) => panic!("export: {e}"),
-    };
+    let o = export_with(store, &m, dir.path(), options).await;
     assert_eq!(
         statuses(&o),
         vec![
@@ -573,10 +574,7 @@ async fn multipart_objects_written_direct_are_checked_as_they_finish() {
         concurrency: 8,
         ..Options::default()
     };
-    let o = match run(dir.path(), &m, "TSTDB", store, &NoProgress, options).await {
-        Ok(o) => o,
-        Err(e) => panic!("export: {e}"),
-    };
+    let o = export_with(store, &m, dir.path(), options).await;
     assert_eq!(
         statuses(&o),
         vec![
