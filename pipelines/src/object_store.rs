@@ -369,12 +369,23 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
     e: &SdkError<E>,
 ) -> ObjectStoreError {
     let (code, message) = sdk_error_parts(e);
+    store_error(operation, bucket, key, code, message)
+}
+
+/// An error of `operation` on `bucket`/`key` with the store's (or our) `code` and `message`.
+fn store_error(
+    operation: impl Into<String>,
+    bucket: &str,
+    key: &str,
+    code: impl Into<String>,
+    message: impl Into<String>,
+) -> ObjectStoreError {
     ObjectStoreError {
         operation: operation.into(),
         bucket: bucket.to_owned(),
         key: key.to_owned(),
-        code,
-        message,
+        code: code.into(),
+        message: message.into(),
     }
 }
 
@@ -438,13 +449,8 @@ fn incomplete(
     got: u64,
     wanted: u64,
 ) -> ObjectStoreError {
-    ObjectStoreError {
-        operation,
-        bucket: bucket.into(),
-        key: key.into(),
-        code: "IncompleteBody".into(),
-        message: format!("{got} bytes came, {wanted} were asked for"),
-    }
+    let message = format!("{got} bytes came, {wanted} were asked for");
+    store_error(operation, bucket, key, "IncompleteBody", message)
 }
 
 /// A body that broke off.
@@ -454,23 +460,12 @@ fn network(
     key: &str,
     e: &impl std::fmt::Display,
 ) -> ObjectStoreError {
-    ObjectStoreError {
-        operation: operation.to_owned(),
-        bucket: bucket.into(),
-        key: key.into(),
-        code: "Network".into(),
-        message: e.to_string(),
-    }
+    store_error(operation, bucket, key, "Network", e.to_string())
 }
 
 fn not_implemented(operation: &str, bucket: &str, key: &str) -> ObjectStoreError {
-    ObjectStoreError {
-        operation: operation.into(),
-        bucket: bucket.into(),
-        key: key.into(),
-        code: "NotImplemented".into(),
-        message: "this store cannot do that".into(),
-    }
+    let message = "this store cannot do that";
+    store_error(operation, bucket, key, "NotImplemented", message)
 }
 
 fn b64(md5: &[u8; 16]) -> String {
@@ -559,15 +554,10 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| error("CreateMultipartUpload", bucket, key, &e))?;
-            out.upload_id()
-                .map(str::to_owned)
-                .ok_or_else(|| ObjectStoreError {
-                    operation: "CreateMultipartUpload".into(),
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    code: "NoUploadId".into(),
-                    message: "the store returned no upload ID".into(),
-                })
+            out.upload_id().map(str::to_owned).ok_or_else(|| {
+                let message = "the store returned no upload ID";
+                store_error("CreateMultipartUpload", bucket, key, "NoUploadId", message)
+            })
         })
     }
 
