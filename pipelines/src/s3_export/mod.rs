@@ -748,16 +748,22 @@ async fn download(
     // written (the re-read then compares the parts, which hash side by side).
     let in_order = etag
         .contains('-')
-        .then(|| InOrderMd5::start(Arc::clone(file), size));
+        .then(|| InOrderMd5::start(Arc::clone(ctx), Arc::clone(file), size));
     let OwnedChunk {
         body, len, _memory, ..
     } = first;
-    if let Err(e) = write_at(ctx, file, 0, body, len).await {
-        return write_failure(&ctx.root, &e, false);
-    }
-    drop(_memory);
-    if let Some(hasher) = &in_order {
-        hasher.written(0, first_len.min(size));
+    let body = match write_at(ctx, file, 0, body, len).await {
+        Ok(body) => body,
+        Err(e) => return write_failure(&ctx.root, &e, false),
+    };
+    match &in_order {
+        Some(hasher) => hasher.written(WrittenChunk {
+            offset: 0,
+            body,
+            len,
+            _memory,
+        }),
+        None => ctx.buffers.give(body),
     }
     // At most RANGES_PER_OBJECT chunks of one object in flight: a large object does not take
     // every GET and the whole memory cap while the small objects beside it wait.
@@ -779,11 +785,20 @@ async fn download(
                 let chunk = fetch(&ctx, &bucket, &key, offset, len, Some(&etag))
                     .await
                     .map_err(Written::Failed)?;
-                write_at(&ctx, &file, offset, chunk.body, chunk.len)
+                let body = write_at(&ctx, &file, offset, chunk.body, chunk.len)
                     .await
                     .map_err(|e| write_failure(&ctx.root, &e, false))?;
-                if let Some(hasher) = hasher {
-                    let _ = hasher.send((offset, len));
+                let written = WrittenChunk {
+                    offset,
+                    body,
+                    len: chunk.len,
+                    _memory: chunk._memory,
+                };
+                match hasher {
+                    Some(hasher) => {
+                        let _ = hasher.send(written);
+                    }
+                    None => ctx.buffers.give(written.body),
                 }
                 Ok(())
             });
@@ -820,38 +835,79 @@ async fn download(
     }
 }
 
-/// The MD5 of a file whose chunks are written in any order: on a thread of its own, each
-/// chunk is read back from the page cache (where the write just left it) and hashed once all
-/// before it have been. Chunks are not held in memory meanwhile: their buffers go back to the
-/// memory cap as soon as they are written.
+/// A chunk just written to a file, with its buffer and the memory it holds.
+struct WrittenChunk {
+    offset: u64,
+    body: AlignedBuf,
+    len: usize,
+    /// Held until the chunk is hashed: a held chunk counts against the memory cap.
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The most chunks of one object held in memory, written ahead of the next one to hash.
+const HELD_PER_OBJECT: usize = 8;
+/// Chunks held for the in-order hash only while the memory cap has at least this many left
+/// for GETs: held chunks never starve the one they wait for.
+const HOLD_MARGIN: u64 = 8;
+
+/// The MD5 of a file whose chunks are written in any order, on a thread of its own. The chunk
+/// that comes next is hashed from its buffer; one that arrives early is held (a few per object,
+/// while the memory cap has room) or, when it cannot be, read back from the file once all
+/// before it have been hashed. Buffers go back to the pool as soon as they are hashed.
 struct InOrderMd5 {
-    written: std::sync::mpsc::Sender<(u64, u64)>,
+    written: std::sync::mpsc::Sender<WrittenChunk>,
     hashed: tokio::task::JoinHandle<Option<String>>,
 }
 
 impl InOrderMd5 {
     /// A hasher of `file`'s `size` bytes, from offset 0.
-    fn start(file: Arc<ExportFile>, size: u64) -> Self {
-        let (written, arrived) = std::sync::mpsc::channel::<(u64, u64)>();
+    fn start(ctx: Arc<Context>, file: Arc<ExportFile>, size: u64) -> Self {
+        let (written, arrived) = std::sync::mpsc::channel::<WrittenChunk>();
         let hashed = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5Lane::new();
             let mut next = 0u64;
-            let mut waiting = std::collections::BTreeMap::new();
+            // Chunks not yet hashed, by offset: their length, and their bytes while held
+            // (`held` of them; between arrivals only early ones wait).
+            let mut waiting = std::collections::BTreeMap::<u64, (u64, Option<WrittenChunk>)>::new();
+            let mut held = 0usize;
             // Aligned, so what was written direct is read back direct (the page cache does
             // not hold it).
-            let mut buf = AlignedBuf::new(READ_BACK);
-            for (offset, len) in arrived {
-                waiting.insert(offset, len);
-                while let Some(len) = waiting.remove(&next) {
-                    let end = next + len;
-                    while next < end {
-                        let n = usize::try_from(end - next)
-                            .unwrap_or(buf.len())
-                            .min(buf.len());
-                        file.read_exact_at(&mut buf[..n], next).ok()?;
-                        md5.update(&buf[..n]);
-                        next += n as u64;
+            let mut read_back: Option<AlignedBuf> = None;
+            let room = permits(HOLD_MARGIN * CHUNK);
+            for chunk in arrived {
+                let len = chunk.len as u64;
+                let offset = chunk.offset;
+                let hold = offset == next
+                    || (held < HELD_PER_OBJECT && ctx.memory.available_permits() >= room);
+                if hold {
+                    held += 1;
+                    waiting.insert(offset, (len, Some(chunk)));
+                } else {
+                    ctx.buffers.give(chunk.body);
+                    waiting.insert(offset, (len, None));
+                }
+                while let Some((len, chunk)) = waiting.remove(&next) {
+                    match chunk {
+                        Some(chunk) => {
+                            held -= 1;
+                            md5.update(&chunk.body[..chunk.len]);
+                            ctx.buffers.give(chunk.body);
+                        }
+                        None => {
+                            let buf = read_back.get_or_insert_with(|| AlignedBuf::new(READ_BACK));
+                            let end = next + len;
+                            let mut at = next;
+                            while at < end {
+                                let n = usize::try_from(end - at)
+                                    .unwrap_or(buf.len())
+                                    .min(buf.len());
+                                file.read_exact_at(&mut buf[..n], at).ok()?;
+                                md5.update(&buf[..n]);
+                                at += n as u64;
+                            }
+                        }
                     }
+                    next += len;
                 }
             }
             (next == size && waiting.is_empty()).then(|| hex::encode(md5.finalize()))
@@ -859,13 +915,13 @@ impl InOrderMd5 {
         Self { written, hashed }
     }
 
-    /// Says `len` bytes at `offset` are written.
-    fn written(&self, offset: u64, len: u64) {
-        let _ = self.written.send((offset, len));
+    /// Hands over a chunk just written.
+    fn written(&self, chunk: WrittenChunk) {
+        let _ = self.written.send(chunk);
     }
 
     /// A sender for a task.
-    fn feeder(&self) -> std::sync::mpsc::Sender<(u64, u64)> {
+    fn feeder(&self) -> std::sync::mpsc::Sender<WrittenChunk> {
         self.written.clone()
     }
 
@@ -930,17 +986,17 @@ struct OwnedChunk {
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Writes the first `len` bytes of `body` (one GET's) at `offset`, and gives its buffer back
-/// to the pool: in one write when it goes straight to the device, else in pieces (the page
-/// cache takes many small writes faster than one of 8 MiB, and concurrent writers of one file
-/// hold its lock for less time).
+/// Writes the first `len` bytes of `body` (one GET's) at `offset` and returns the buffer (on
+/// failure it goes back to the pool): in one write when it goes straight to the device, else
+/// in pieces (the page cache takes many small writes faster than one of 8 MiB, and concurrent
+/// writers of one file hold its lock for less time).
 async fn write_at(
     ctx: &Context,
     file: &Arc<ExportFile>,
     offset: u64,
     body: AlignedBuf,
     len: usize,
-) -> io::Result<()> {
+) -> io::Result<AlignedBuf> {
     let file = Arc::clone(file);
     let (written, body) = tokio::task::spawn_blocking(move || {
         let piece = if file.is_direct() {
@@ -959,14 +1015,22 @@ async fn write_at(
     })
     .await
     .unwrap_or_else(|e| (Err(io::Error::other(e)), None));
-    if let Some(body) = body {
-        ctx.buffers.give(body);
+    match (written, body) {
+        (Ok(()), Some(body)) => {
+            ctx.written.fetch_add(len as u64, Ordering::Relaxed);
+            ctx.activity.fetch_add(1, Ordering::Relaxed);
+            Ok(body)
+        }
+        (written, body) => {
+            if let Some(body) = body {
+                ctx.buffers.give(body);
+            }
+            // No buffer back means the write's thread panicked: `written` says so.
+            Err(written
+                .err()
+                .unwrap_or_else(|| io::Error::other("the write's thread failed")))
+        }
     }
-    let len = len as u64;
-    written?;
-    ctx.written.fetch_add(len, Ordering::Relaxed);
-    ctx.activity.fetch_add(1, Ordering::Relaxed);
-    Ok(())
 }
 
 /// Syncs the filesystem, then re-reads every written file from the device and compares it

@@ -593,3 +593,75 @@ async fn multipart_objects_written_direct_are_checked_as_they_finish() {
         "a file that did not verify is removed"
     );
 }
+
+/// A context for the in-order hash alone: `chunks` chunks' worth of memory cap.
+fn hashing_context(chunks: u64) -> Arc<Context> {
+    Arc::new(Context {
+        root: PathBuf::new(),
+        store: Arc::new(MemStore::default()),
+        memory: Arc::new(Semaphore::new(permits(chunks * CHUNK))),
+        buffers: BufferPool::new(chunks),
+        requests: Arc::new(Semaphore::new(1)),
+        written: AtomicU64::new(0),
+        activity: AtomicU64::new(0),
+        early_checks: None,
+    })
+}
+
+/// Writes `body` as chunks in the order of `order` (chunk indexes), handing each to an
+/// in-order hasher as the downloads do, and returns the MD5 it gives.
+async fn hash_written_in_order(ctx: &Arc<Context>, body: &[u8], order: &[usize]) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("object.bin");
+    let file = Arc::new(ExportFile::create_new(&path, true).unwrap_or_else(|e| panic!("{e}")));
+    let hasher = InOrderMd5::start(Arc::clone(ctx), Arc::clone(&file), body.len() as u64);
+    let chunk = CHUNK as usize;
+    for &index in order {
+        let offset = index * chunk;
+        let len = chunk.min(body.len() - offset);
+        let memory = Arc::clone(&ctx.memory)
+            .try_acquire_many_owned(u32::try_from(permits(CHUNK)).unwrap_or(u32::MAX))
+            .unwrap_or_else(|e| panic!("memory for chunk {index}: {e}"));
+        let mut buf = ctx.buffers.take(CHUNK);
+        buf[..len].copy_from_slice(&body[offset..offset + len]);
+        let buf = write_at(ctx, &file, offset as u64, buf, len)
+            .await
+            .unwrap_or_else(|e| panic!("write chunk {index}: {e}"));
+        hasher.written(WrittenChunk {
+            offset: offset as u64,
+            body: buf,
+            len,
+            _memory: memory,
+        });
+    }
+    hasher.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_written_out_of_order_hash_as_the_whole_file() {
+    // Twelve chunks and a short last one: written last to first, eight are held and the
+    // rest read back from the file; with a tight cap none is held.
+    let body = pattern(12 * CHUNK as usize + 12345, 7);
+    let want = hex::encode(Md5::digest(&body));
+    let backwards: Vec<usize> = (0..=12).rev().collect();
+    let shuffled = [3, 0, 1, 7, 2, 12, 4, 6, 5, 11, 8, 10, 9];
+    for (chunks, order) in [
+        (64, &backwards[..]),
+        (64, &shuffled[..]),
+        (4, &backwards[..]),
+    ] {
+        let ctx = hashing_context(chunks);
+        let got = hash_written_in_order(&ctx, &body, order).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(want.as_str()),
+            "cap {chunks} chunks, order {order:?}"
+        );
+        // Every held chunk's memory is given back once hashed.
+        assert_eq!(ctx.memory.available_permits(), permits(chunks * CHUNK));
+    }
+    // A chunk that never arrives: no MD5.
+    let ctx = hashing_context(64);
+    let missing: Vec<usize> = (0..=12).filter(|&i| i != 5).collect();
+    assert_eq!(hash_written_in_order(&ctx, &body, &missing).await, None);
+}
