@@ -756,15 +756,13 @@ async fn download(
         Ok(body) => body,
         Err(e) => return write_failure(&ctx.root, &e, false),
     };
-    match &in_order {
-        Some(hasher) => hasher.written(WrittenChunk {
-            offset: 0,
-            body,
-            len,
-            _memory,
-        }),
-        None => ctx.buffers.give(body),
-    }
+    let first = WrittenChunk {
+        offset: 0,
+        body,
+        len,
+        _memory,
+    };
+    hand_over(ctx, in_order.as_ref().map(|h| &h.written), first);
     // At most RANGES_PER_OBJECT chunks of one object in flight: a large object does not take
     // every GET and the whole memory cap while the small objects beside it wait.
     let mut ranges = JoinSet::new();
@@ -794,12 +792,7 @@ async fn download(
                     len: chunk.len,
                     _memory: chunk._memory,
                 };
-                match hasher {
-                    Some(hasher) => {
-                        let _ = hasher.send(written);
-                    }
-                    None => ctx.buffers.give(written.body),
-                }
+                hand_over(&ctx, hasher.as_ref(), written);
                 Ok(())
             });
             offset += len;
@@ -842,6 +835,20 @@ struct WrittenChunk {
     len: usize,
     /// Held until the chunk is hashed: a held chunk counts against the memory cap.
     _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Hands a chunk just written to its object's in-order hash, or its buffer back to the pool.
+fn hand_over(
+    ctx: &Context,
+    hasher: Option<&std::sync::mpsc::Sender<WrittenChunk>>,
+    chunk: WrittenChunk,
+) {
+    match hasher {
+        Some(hasher) => {
+            let _ = hasher.send(chunk);
+        }
+        None => ctx.buffers.give(chunk.body),
+    }
 }
 
 /// The most chunks of one object held in memory, written ahead of the next one to hash.
@@ -913,11 +920,6 @@ impl InOrderMd5 {
             (next == size && waiting.is_empty()).then(|| hex::encode(md5.finalize()))
         });
         Self { written, hashed }
-    }
-
-    /// Hands over a chunk just written.
-    fn written(&self, chunk: WrittenChunk) {
-        let _ = self.written.send(chunk);
     }
 
     /// A sender for a task.

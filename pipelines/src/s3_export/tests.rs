@@ -627,12 +627,13 @@ async fn hash_written_in_order(ctx: &Arc<Context>, body: &[u8], order: &[usize])
         let buf = write_at(ctx, &file, offset as u64, buf, len)
             .await
             .unwrap_or_else(|e| panic!("write chunk {index}: {e}"));
-        hasher.written(WrittenChunk {
+        let chunk = WrittenChunk {
             offset: offset as u64,
             body: buf,
             len,
             _memory: memory,
-        });
+        };
+        hand_over(ctx, Some(&hasher.written), chunk);
     }
     hasher.finish().await
 }
